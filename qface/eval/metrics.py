@@ -1,0 +1,49 @@
+"""Standard metrics of the face-analysis benchmarks, on numpy arrays, each small enough to check by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.asarray(pred) == np.asarray(true)))
+
+
+def mean_class_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Average of per-class recalls over the classes present in `true` (robust to class imbalance)."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    return float(np.mean([np.mean(pred[true == c] == c) for c in np.unique(true)]))
+
+
+def f1(pred: np.ndarray, true: np.ndarray) -> float:
+    """Binary F1 of one label; 0 when there are neither true nor predicted positives' overlaps."""
+    pred, true = np.asarray(pred).astype(bool), np.asarray(true).astype(bool)
+    tp = np.sum(pred & true)
+    denominator = 2 * tp + np.sum(pred & ~true) + np.sum(~pred & true)
+    return float(2 * tp / denominator) if denominator else 0.0
+
+
+def mean_f1(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over labels (columns) of the per-label F1, the usual AU-occurrence score."""
+    return float(np.mean([f1(pred[:, j], true[:, j]) for j in range(np.asarray(true).shape[1])]))
+
+
+def mean_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over labels (columns) of the per-label accuracy, the usual CelebA attribute score."""
+    return float(np.mean(np.asarray(pred).astype(bool) == np.asarray(true).astype(bool)))
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, float) - np.asarray(true, float))))
+
+
+def cumulative_score(pred: np.ndarray, true: np.ndarray, years: float = 5.0) -> float:
+    """CS(θ): the share of faces whose age error is at most θ years."""
+    return float(np.mean(np.abs(np.asarray(pred, float) - np.asarray(true, float)) <= years))
+
+
+def nme(pred: np.ndarray, true: np.ndarray) -> float:
+    """68-point NME normalised by the inter-ocular distance (outer eye corners 36 and 45), per face then mean."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    inter_ocular = np.linalg.norm(true[:, 36] - true[:, 45], axis=-1)
+    return float(np.mean(np.linalg.norm(pred - true, axis=-1).mean(-1) / inter_ocular))

@@ -1,0 +1,55 @@
+"""Task-adaptive decoder: one learnable query per output label attends to the fused face tokens.
+
+Self-attention runs only among queries of the same task. That keeps tasks from leaking into each other at
+inference, so running a subset of tasks runs only their queries and returns exactly what a full run returns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: self-attention among a task's queries → cross-attention to the face → feed-forward."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, queries: torch.Tensor, tokens: torch.Tensor, same_task: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.norms[0](queries)
+        queries = queries + self.dropout(self.self_attn(x, x, x, attn_mask=~same_task, need_weights=False)[0])
+        attended, attention = self.cross_attn(self.norms[1](queries), tokens, tokens, need_weights=True)
+        queries = queries + self.dropout(attended)
+        queries = queries + self.dropout(self.ffn(self.norms[2](queries)))
+        return queries, attention  # attention: (B, Q, tokens), averaged over heads, each row sums to 1
+
+
+class TaskAdaptiveDecoder(nn.Module):
+    def __init__(self, num_queries: int, dim: int, layers: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self, tokens: torch.Tensor, query_ids: torch.Tensor, group_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`query_ids` picks the queries to run; `group_ids` (same length) says which task each belongs to.
+        Returns the decoded queries (B, Q, dim) and every layer's cross-attention maps."""
+        queries = self.queries[query_ids].unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        same_task = group_ids[:, None] == group_ids[None, :]
+        attention_maps = []
+        for layer in self.layers:
+            queries, attention = layer(queries, tokens, same_task)
+            attention_maps.append(attention)
+        return self.norm(queries), attention_maps

@@ -1,0 +1,139 @@
+"""QFace = backbone → multi-stage fusion → task-adaptive decoder → task heads. The whole model is this file
+plus fusion.py, decoder.py, heads.py and a backbone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qface import tasks as task_registry
+from qface.model.backbones import build_backbone
+from qface.model.backbones.base import Backbone
+from qface.model.decoder import TaskAdaptiveDecoder
+from qface.model.fusion import MultiStageFusion
+from qface.model.heads import TaskHead
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+@dataclass
+class QFaceConfig:
+    name: str = "qface-dlib"
+    version: str = "untrained"
+    backbone: dict = field(default_factory=lambda: {"name": "dlib_resnet"})  # name + constructor arguments
+    tasks: list[str] = field(default_factory=lambda: list(task_registry.TASKS))
+    dim: int = 256
+    grid: int = 9  # the fused token grid is grid × grid
+    decoder_layers: int = 2
+    heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    last_stage_only: bool = False  # ablation: fuse only the deepest stage
+    shared_query: bool = False  # ablation: one query per task instead of one per label
+
+
+@dataclass
+class QFaceOutput:
+    raw: dict[str, torch.Tensor]  # task → head output (B, labels, K)
+    attention: list[torch.Tensor]  # per decoder layer, (B, queries run, grid²)
+    query_slices: dict[str, slice]  # task → its rows in the attention maps
+    embedding: torch.Tensor | None  # the backbone's own descriptor (identity)
+
+
+class QFace(nn.Module):
+    def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = config
+        self.tasks = task_registry.resolve(config.tasks)
+        self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
+        self.fusion = MultiStageFusion(
+            self.backbone.stage_channels, config.dim, config.grid, config.last_stage_only
+        )
+        self.queries_per_task = {
+            t.name: (1 if config.shared_query else t.num_queries) for t in self.tasks if t.uses_queries
+        }
+        self.decoder = TaskAdaptiveDecoder(
+            sum(self.queries_per_task.values()),
+            config.dim,
+            config.decoder_layers,
+            config.heads,
+            config.ffn_dim,
+            config.dropout,
+        )
+        self.heads = nn.ModuleDict(
+            {
+                t.name: TaskHead(config.dim, len(t.labels), t.outputs_per_label, not config.shared_query)
+                for t in self.tasks
+                if t.uses_queries
+            }
+        )
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.config.name}@{self.config.version}"
+
+    @property
+    def input_size(self) -> int:
+        return self.backbone.input_size
+
+    def _query_layout(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, slice]]:
+        """Indices of the queries of the requested tasks, the task each belongs to, and their output slices."""
+        ids, groups, slices, start, run = [], [], {}, 0, 0
+        for group, (name, count) in enumerate(self.queries_per_task.items()):
+            if name in names:
+                ids.append(torch.arange(start, start + count))
+                groups.append(torch.full((count,), group))
+                slices[name] = slice(run, run + count)
+                run += count
+            start += count
+        device = self.decoder.queries.device
+        return torch.cat(ids).to(device), torch.cat(groups).to(device), slices
+
+    def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
+        """images: RGB in [0, 1], (B, 3, input_size, input_size). Runs only the queries of `tasks`."""
+        names = [t.name for t in self.tasks if tasks is None or t.name in tasks]
+        if tasks is not None and len(names) != len(set(tasks)):
+            raise ValueError(f"model {self.model_id} has tasks {[t.name for t in self.tasks]}, asked {tasks}")
+        features = self.backbone(images)
+        query_names = [n for n in names if n in self.queries_per_task]
+        raw, attention, slices = {}, [], {}
+        if query_names:
+            ids, groups, slices = self._query_layout(query_names)
+            decoded, attention = self.decoder(self.fusion(features.stages), ids, groups)
+            raw = {name: self.heads[name](decoded[:, slices[name]]) for name in query_names}
+        return QFaceOutput(raw, attention, slices, features.embedding)
+
+    @torch.inference_mode()
+    def predict(
+        self, images: torch.Tensor, tasks: list[str] | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Decoded outputs per task (probabilities, years, degrees, crop-normalised points, embeddings)."""
+        output = self(images, tasks)
+        decoded = {name: task_registry.TASKS[name].decode(raw) for name, raw in output.raw.items()}
+        if output.embedding is not None and any(t.name == "identity" for t in self.tasks):
+            if tasks is None or "identity" in tasks:
+                decoded["identity"] = task_registry.TASKS["identity"].decode(output.embedding)
+        return decoded
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> QFace:
+        """Builds the model from config.json and fills every weight from model.safetensors (no pickle)."""
+        directory = Path(directory)
+        config = QFaceConfig(**json.loads((directory / CONFIG_FILE).read_text()))
+        backbone_spec = {**config.backbone, "pretrained": False}
+        model = cls(config, build_backbone(**backbone_spec))
+        model.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(device)))
+        return model.to(device).eval()

@@ -1,0 +1,150 @@
+"""Q-Face behaviour: shapes and label order per task, task subsets, attention maps, gradients, save/load."""
+
+from __future__ import annotations
+
+import torch
+from conftest import TINY_CONFIG
+
+from qface import tasks
+from qface.model.qface import QFace, QFaceConfig
+
+
+def images(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_every_task_has_its_shape_and_label_order(tiny_model):
+    out = tiny_model(images())
+    assert out.raw["expression"].shape == (2, 8, 1)
+    assert out.raw["action_units"].shape == (2, len(tasks.ACTION_UNITS), 1)
+    assert out.raw["attributes"].shape == (2, 40, 1)
+    assert out.raw["age"].shape == (2, 1, 101)
+    assert out.raw["pose"].shape == (2, 3, 1)
+    assert out.raw["landmarks"].shape == (2, 68, 2)
+    assert out.embedding.shape == (2, tiny_model.backbone.embedding_dim)
+    assert tasks.TASKS["expression"].labels == (
+        "neutral",
+        "happy",
+        "sad",
+        "surprise",
+        "fear",
+        "disgust",
+        "anger",
+        "contempt",
+    )
+    assert tasks.TASKS["action_units"].labels[:4] == ("AU01", "AU02", "AU04", "AU05")
+    assert tasks.TASKS["attributes"].labels[0] == "5_o_Clock_Shadow"
+    assert tasks.TASKS["attributes"].labels[20] == "Male"
+    assert tasks.TASKS["attributes"].labels[39] == "Young"
+    assert tasks.TASKS["pose"].labels == ("pitch", "yaw", "roll")
+    assert len(tasks.TASKS["landmarks"].labels) == 68
+
+
+def test_decoded_outputs_are_in_their_units(tiny_model):
+    decoded = tiny_model.predict(images())
+    assert torch.allclose(decoded["expression"]["probs"].sum(-1), torch.ones(2))
+    assert ((decoded["attributes"]["probs"] > 0) & (decoded["attributes"]["probs"] < 1)).all()
+    age = decoded["age"]
+    assert ((age["years"] >= 0) & (age["years"] <= 100)).all()
+    assert torch.allclose(age["distribution"].sum(-1), torch.ones(2))
+    assert decoded["landmarks"]["points"].shape == (2, 68, 2)
+    assert torch.allclose(decoded["identity"]["embedding"].norm(dim=-1), torch.ones(2))
+
+
+def test_a_task_subset_runs_only_its_queries_and_matches_the_full_run(tiny_model):
+    x = images()
+    full = tiny_model(x)
+    subset = tiny_model(x, tasks=["pose", "expression"])
+    assert set(subset.raw) == {"expression", "pose"}
+    assert subset.attention[0].shape[1] == 8 + 3  # only 11 queries ran
+    for name in subset.raw:
+        torch.testing.assert_close(subset.raw[name], full.raw[name], rtol=0, atol=1e-6)
+
+
+def test_unknown_tasks_are_refused(tiny_model):
+    try:
+        tiny_model(images(), tasks=["expresion"])
+    except ValueError as error:
+        assert "expresion" in str(error)
+    else:
+        raise AssertionError("a misspelt task must not run silently")
+
+
+def test_attention_maps_are_distributions_over_the_fused_tokens(tiny_model):
+    out = tiny_model(images())
+    assert len(out.attention) == TINY_CONFIG["decoder_layers"]
+    total_queries = sum(t.num_queries for t in tasks.TASKS.values())
+    for layer in out.attention:
+        assert layer.shape == (2, total_queries, TINY_CONFIG["grid"] ** 2)
+        assert (layer >= 0).all()
+        torch.testing.assert_close(layer.sum(-1), torch.ones(2, total_queries))
+    rows = out.query_slices["attributes"]
+    assert rows.stop - rows.start == 40
+
+
+def test_gradients_reach_queries_fusion_and_an_unfrozen_backbone(tiny_model):
+    tiny_model.train()
+    out = tiny_model(images())
+    loss = sum(raw.square().mean() for raw in out.raw.values())
+    loss.backward()
+    assert tiny_model.decoder.queries.grad.abs().sum() > 0
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.fusion.projections.parameters()
+    )
+    assert tiny_model.backbone.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_a_frozen_backbone_gets_no_gradient(tiny_model):
+    tiny_model.backbone.requires_grad_(False)
+    out = tiny_model(images())
+    sum(raw.square().mean() for raw in out.raw.values()).backward()
+    assert all(p.grad is None for p in tiny_model.backbone.parameters())
+    assert tiny_model.decoder.queries.grad is not None
+
+
+def test_masked_losses_train_only_labelled_entries():
+    raw = torch.randn(2, 8, 1, requires_grad=True)
+    mask = torch.tensor(
+        [[True] * 7 + [False], [False] * 8]
+    )  # sample 0: 7 classes (no contempt), 1: unlabelled
+    loss = tasks.expression_loss(raw, torch.tensor([1, 0]), mask)
+    loss.backward()
+    assert raw.grad[1].abs().sum() == 0 and raw.grad[0, 7].abs().sum() == 0
+    expected = torch.nn.functional.cross_entropy(raw[0, :7, 0].detach()[None], torch.tensor([1]))
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_the_same_seed_gives_the_same_model_and_outputs():
+    def build() -> QFace:
+        torch.manual_seed(7)
+        return QFace(QFaceConfig(**TINY_CONFIG)).eval()
+
+    a, b = build(), build()
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert torch.equal(a(images()).raw["age"], b(images()).raw["age"])
+
+
+def test_save_then_load_is_bit_exact(tiny_model, tmp_path):
+    tiny_model.save(tmp_path / "m")
+    loaded = QFace.load(tmp_path / "m")
+    assert loaded.config == tiny_model.config
+    for (name, p), q in zip(tiny_model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
+    x = images()
+    for name, raw in tiny_model(x).raw.items():
+        assert torch.equal(raw, loaded(x).raw[name]), name
+
+
+def test_the_one_shared_query_ablation_keeps_the_output_contract():
+    torch.manual_seed(0)
+    model = QFace(QFaceConfig(**{**TINY_CONFIG, "shared_query": True})).eval()
+    out = model(images())
+    assert out.raw["attributes"].shape == (2, 40, 1)
+    assert out.attention[0].shape[1] == 6  # one query for each of the six query-driven tasks
+
+
+def test_the_last_stage_only_ablation_fuses_one_stage():
+    model = QFace(QFaceConfig(**{**TINY_CONFIG, "last_stage_only": True}))
+    assert len(model.fusion.projections) == 1
+    assert model(images()).raw["pose"].shape == (2, 3, 1)
