@@ -30,7 +30,10 @@ def sine_position_encoding(grid: int, dim: int) -> torch.Tensor:
 
 
 class MultiStageFusion(nn.Module):
-    """stages (B, C_i, H_i, W_i) → tokens (B, grid², dim). `last_stage_only` is the ablation switch."""
+    """stages (B, C_i, H_i, W_i) → tokens (B, grid², dim). `last_stage_only` is the ablation switch.
+
+    Resampling comes before the learned projection, so with a frozen backbone the resampled maps can be computed
+    once and cached (qface/train/features.py) and training runs only from here on."""
 
     def __init__(self, stage_channels: list[int], dim: int, grid: int, last_stage_only: bool = False):
         super().__init__()
@@ -43,7 +46,12 @@ class MultiStageFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.register_buffer("position", sine_position_encoding(grid, dim), persistent=False)
 
-    def forward(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        maps = [resample(proj(stages[i]), self.grid) for proj, i in zip(self.projections, self.stage_ids)]
+    def resample(self, stages: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every stage on the common grid: parameter-free, hence cacheable."""
+        return [resample(stage, self.grid) for stage in stages]
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """maps: the output of `resample` (all stages); the ablation uses only the last."""
+        maps = [proj(maps[i]) for proj, i in zip(self.projections, self.stage_ids)]
         tokens = torch.cat(maps, dim=1).flatten(2).transpose(1, 2)  # (B, grid², dim * n_stages)
         return self.norm(self.fuse(tokens)) + self.position

@@ -51,9 +51,7 @@ class QFace(nn.Module):
         self.config = config
         self.tasks = task_registry.resolve(config.tasks)
         self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
-        self.fusion = MultiStageFusion(
-            self.backbone.stage_channels, config.dim, config.grid, config.last_stage_only
-        )
+        self.fusion = MultiStageFusion(self.backbone.stage_channels, config.dim, config.grid, config.last_stage_only)
         self.queries_per_task = {
             t.name: (1 if config.shared_query else t.num_queries) for t in self.tasks if t.uses_queries
         }
@@ -81,6 +79,13 @@ class QFace(nn.Module):
     def input_size(self) -> int:
         return self.backbone.input_size
 
+    def task_names(self, tasks: list[str] | None) -> list[str]:
+        """The requested tasks in model order; all of them for None; an error for any the model lacks."""
+        names = [t.name for t in self.tasks if tasks is None or t.name in tasks]
+        if tasks is not None and len(names) != len(set(tasks)):
+            raise ValueError(f"model {self.model_id} has tasks {[t.name for t in self.tasks]}, asked {tasks}")
+        return names
+
     def _query_layout(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, slice]]:
         """Indices of the queries of the requested tasks, the task each belongs to, and their output slices."""
         ids, groups, slices, start, run = [], [], {}, 0, 0
@@ -96,37 +101,35 @@ class QFace(nn.Module):
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, input_size, input_size). Runs only the queries of `tasks`."""
-        names = [t.name for t in self.tasks if tasks is None or t.name in tasks]
-        if tasks is not None and len(names) != len(set(tasks)):
-            raise ValueError(f"model {self.model_id} has tasks {[t.name for t in self.tasks]}, asked {tasks}")
         features = self.backbone(images)
-        query_names = [n for n in names if n in self.queries_per_task]
+        return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
+
+    def forward_features(
+        self, maps: list[torch.Tensor], embedding: torch.Tensor | None, tasks: list[str] | None = None
+    ) -> QFaceOutput:
+        """Everything after the backbone, from resampled stage maps (live, or from a frozen-backbone cache)."""
+        query_names = [n for n in self.task_names(tasks) if n in self.queries_per_task]
         raw, attention, slices = {}, [], {}
         if query_names:
             ids, groups, slices = self._query_layout(query_names)
-            decoded, attention = self.decoder(self.fusion(features.stages), ids, groups)
+            decoded, attention = self.decoder(self.fusion(maps), ids, groups)
             raw = {name: self.heads[name](decoded[:, slices[name]]) for name in query_names}
-        return QFaceOutput(raw, attention, slices, features.embedding)
+        return QFaceOutput(raw, attention, slices, embedding)
 
     @torch.inference_mode()
-    def predict(
-        self, images: torch.Tensor, tasks: list[str] | None = None
-    ) -> dict[str, dict[str, torch.Tensor]]:
+    def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Decoded outputs per task (probabilities, years, degrees, crop-normalised points, embeddings)."""
         output = self(images, tasks)
         decoded = {name: task_registry.TASKS[name].decode(raw) for name, raw in output.raw.items()}
-        if output.embedding is not None and any(t.name == "identity" for t in self.tasks):
-            if tasks is None or "identity" in tasks:
-                decoded["identity"] = task_registry.TASKS["identity"].decode(output.embedding)
+        if output.embedding is not None and "identity" in self.task_names(tasks):
+            decoded["identity"] = task_registry.TASKS["identity"].decode(output.embedding)
         return decoded
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        save_file(
-            {k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE
-        )
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> QFace:
