@@ -37,16 +37,56 @@ def info(args: argparse.Namespace) -> int:
     model = load_model(args.weights)
     print(f"model: {model.model_id}  backbone: {model.config.backbone['name']}  input: {model.input_size}px")
     for task in model.tasks:
-        print(
-            f"{task.name} ({len(task.labels)}): {', '.join(task.labels) if task.uses_queries else 'embedding'}"
-        )
+        print(f"{task.name} ({len(task.labels)}): {', '.join(task.labels) if task.uses_queries else 'embedding'}")
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from qface.train.trainer import TrainConfig
+    from qface.train.trainer import train as run_training
+
+    config = TrainConfig.from_yaml(args.config)
+    if args.steps:
+        config.steps = args.steps
+    run_training(config, resume=args.resume)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from qface.eval.evaluate import bias_table, markdown_table, predict_source, score_source
+    from qface.pipeline.analyzer import load_model
+    from qface.train.trainer import TrainConfig, build_sources
+
+    config = TrainConfig.from_yaml(args.config)
+    model = load_model(args.weights)
+    config.features = config.features and not args.no_cache
+    results, biases = {}, {}
+    for name, source in build_sources(config, model.config, args.split).items():
+        if not len(source):
+            continue
+        predictions = predict_source(model, source)
+        results[name] = score_source(source, predictions)
+        biases[name] = bias_table(source, predictions)
+    report = {"model": model.model_id, "split": args.split, "results": results, "bias": biases}
+    print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
+    for name, table in biases.items():
+        if table:
+            print(f"\n## subgroups of {name}\n\n{markdown_table(table)}")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def label(args: argparse.Namespace) -> int:
+    from qface.teacher import label_chip_cache
+
+    for folder in args.folders:
+        label_chip_cache(folder)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face)."
-    )
+    parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("analyze", help="analyze images (the bundled sample photo when none is given)")
     run.add_argument("paths", nargs="*", type=Path)
@@ -56,6 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("info", help="the model and every label in output order")
     show.add_argument("--weights", type=Path)
     show.set_defaults(handler=info)
+    fit = commands.add_parser("train", help="train Q-Face from a YAML config")
+    fit.add_argument("config", type=Path)
+    fit.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    fit.add_argument("--steps", type=int, help="override the number of steps")
+    fit.set_defaults(handler=train)
+    score = commands.add_parser("eval", help="score a model on the validation splits of a config's datasets")
+    score.add_argument("--config", type=Path, default=Path("configs/cpu_default.yaml"))
+    score.add_argument("--weights", type=Path)
+    score.add_argument("--split", default="val")
+    score.add_argument("--no-cache", action="store_true", help="run the backbone instead of reading cached features")
+    score.add_argument("--out", type=Path, help="write the results as JSON")
+    score.set_defaults(handler=evaluate)
+    teach = commands.add_parser("label", help="teacher labels (MediaPipe pose + 68 landmarks) for chip caches")
+    teach.add_argument("folders", nargs="+", type=Path)
+    teach.set_defaults(handler=label)
     args = parser.parse_args(argv)
     return args.handler(args)
 

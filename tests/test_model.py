@@ -88,9 +88,7 @@ def test_gradients_reach_queries_fusion_and_an_unfrozen_backbone(tiny_model):
     loss = sum(raw.square().mean() for raw in out.raw.values())
     loss.backward()
     assert tiny_model.decoder.queries.grad.abs().sum() > 0
-    assert all(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.fusion.projections.parameters()
-    )
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.fusion.projections.parameters())
     assert tiny_model.backbone.patch_embed.weight.grad.abs().sum() > 0
 
 
@@ -104,9 +102,7 @@ def test_a_frozen_backbone_gets_no_gradient(tiny_model):
 
 def test_masked_losses_train_only_labelled_entries():
     raw = torch.randn(2, 8, 1, requires_grad=True)
-    mask = torch.tensor(
-        [[True] * 7 + [False], [False] * 8]
-    )  # sample 0: 7 classes (no contempt), 1: unlabelled
+    mask = torch.tensor([[True] * 7 + [False], [False] * 8])  # sample 0: 7 classes (no contempt), 1: unlabelled
     loss = tasks.expression_loss(raw, torch.tensor([1, 0]), mask)
     loss.backward()
     assert raw.grad[1].abs().sum() == 0 and raw.grad[0, 7].abs().sum() == 0
@@ -148,3 +144,15 @@ def test_the_last_stage_only_ablation_fuses_one_stage():
     model = QFace(QFaceConfig(**{**TINY_CONFIG, "last_stage_only": True}))
     assert len(model.fusion.projections) == 1
     assert model(images()).raw["pose"].shape == (2, 3, 1)
+
+
+def test_a_model_on_an_mae_style_vit_saves_and_loads_with_its_style(tmp_path):
+    from qface.model.backbones.vit import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    backbone = ViT(ViTConfig(size="vit_ti16", style="mae", input_size=32, taps=(1, 3), proj_dim=0))
+    model = QFace(QFaceConfig(**{**TINY_CONFIG, "backbone": {}}), backbone=backbone).eval()
+    assert model.config.backbone["style"] == "mae"
+    model.save(tmp_path / "mae")
+    loaded = QFace.load(tmp_path / "mae")
+    assert torch.equal(loaded(images()).raw["age"], model(images()).raw["age"])

@@ -47,3 +47,33 @@ def nme(pred: np.ndarray, true: np.ndarray) -> float:
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     inter_ocular = np.linalg.norm(true[:, 36] - true[:, 45], axis=-1)
     return float(np.mean(np.linalg.norm(pred - true, axis=-1).mean(-1) / inter_ocular))
+
+
+def verification_accuracy(embeddings: np.ndarray, identities: np.ndarray, folds: int = 10, seed: int = 0) -> float:
+    """LFW-style 10-fold verification: balanced same/different pairs, the distance threshold chosen on nine folds
+    and scored on the tenth, accuracy averaged over folds."""
+    rng = np.random.default_rng(seed)
+    identities = np.asarray(identities)
+    same = [
+        (i, j) for i in range(len(identities)) for j in range(i + 1, len(identities)) if identities[i] == identities[j]
+    ]
+    same = [same[k] for k in rng.permutation(len(same))[:3000]]
+    different = []
+    while len(different) < len(same):
+        i, j = rng.integers(len(identities), size=2)
+        if identities[i] != identities[j]:
+            different.append((i, j))
+    pairs = np.array(same + different)
+    truth = np.r_[np.ones(len(same), bool), np.zeros(len(different), bool)]
+    distances = np.linalg.norm(embeddings[pairs[:, 0]] - embeddings[pairs[:, 1]], axis=1)
+    fold_of = rng.permutation(len(pairs)) % folds
+    scores = []
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        candidates = np.unique(distances[train])
+        accuracy_at = [
+            np.mean((distances[train] < t) == truth[train]) for t in candidates[:: max(len(candidates) // 400, 1)]
+        ]
+        threshold = candidates[:: max(len(candidates) // 400, 1)][int(np.argmax(accuracy_at))]
+        scores.append(np.mean((distances[test] < threshold) == truth[test]))
+    return float(np.mean(scores))

@@ -4,7 +4,7 @@ plus fusion.py, decoder.py, heads.py and a backbone."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,9 +48,9 @@ class QFaceOutput:
 class QFace(nn.Module):
     def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
         super().__init__()
-        self.config = config
-        self.tasks = task_registry.resolve(config.tasks)
         self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
+        self.config = config = replace(config, backbone=self.backbone.spec())
+        self.tasks = task_registry.resolve(config.tasks)
         self.fusion = MultiStageFusion(self.backbone.stage_channels, config.dim, config.grid, config.last_stage_only)
         self.queries_per_task = {
             t.name: (1 if config.shared_query else t.num_queries) for t in self.tasks if t.uses_queries

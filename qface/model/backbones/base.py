@@ -31,3 +31,8 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def spec(self) -> dict:  # pragma: no cover - interface
+        """The `build_backbone` arguments that rebuild this architecture (weights aside), for saved configs:
+        what a checkpoint decided at load time (a ViT's style and projection width) must survive a save."""
+        raise NotImplementedError

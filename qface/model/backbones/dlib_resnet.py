@@ -357,6 +357,9 @@ class DlibResNet(Backbone):
         model.load_state_dict(dlib_state_dict(read_dlib_network(path or dlib_model_path(RECOGNITION_MODEL))))
         return model
 
+    def spec(self) -> dict:
+        return {"name": "dlib_resnet", "taps": list(self.taps)}
+
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         x = (images * 255.0 - self.mean.view(1, 3, 1, 1)) / 256.0
         x = F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -132,6 +132,9 @@ class ViT(Backbone):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+
+    def spec(self) -> dict:
+        return {"name": "vit", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}}
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         x = self.patch_embed((images - self.mean) / self.std)

@@ -1,0 +1,133 @@
+"""`qface eval`: the standard metric of every task on every validation split, a bias table, JSON + markdown.
+
+Labels that come from the teacher (MediaPipe pose and landmarks) are scored as *agreement with the teacher* and
+named so; they are never reported as accuracy against ground truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qface.eval import metrics
+from qface.model.qface import QFace
+from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS
+from qface.train.data import Source
+
+MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy to score
+
+
+@torch.inference_mode()
+def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Decoded outputs for every face of a split, in order (no augmentation)."""
+    tasks = source.tasks + (["identity"] if "identity" in model.task_names(None) else [])
+    collected: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(source), batch_size):
+        batch = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
+        if "maps" in batch:
+            stages = list(torch.split(batch["maps"], model.backbone.stage_channels, dim=1))
+            output = model.forward_features(stages, batch["embedding"], [t for t in tasks if t != "identity"])
+            decoded = {name: TASKS[name].decode(raw) for name, raw in output.raw.items()}
+            if "identity" in tasks:
+                decoded["identity"] = TASKS["identity"].decode(batch["embedding"])
+        else:
+            decoded = model.predict(batch["images"], tasks)
+        for name, values in decoded.items():
+            key = next(iter(values)) if name != "age" else "years"
+            collected.setdefault(name, []).append(values[key].numpy())
+    return {name: np.concatenate(parts) for name, parts in collected.items()}
+
+
+def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+    a, scores = source.arrays, {}
+    if "expression" in source.tasks:
+        classes = a["expression_mask"].any(0)
+        probs = np.where(classes, predictions["expression"], -1.0)
+        labelled = a["expression_mask"].any(1)
+        predicted, truth = probs.argmax(1)[labelled], a["expression"][labelled]
+        scores[f"expression_accuracy_{classes.sum()}class"] = metrics.accuracy(predicted, truth)
+        scores[f"expression_mean_class_accuracy_{classes.sum()}class"] = metrics.mean_class_accuracy(predicted, truth)
+    if "action_units" in source.tasks:
+        truth = a["action_units"] > 0.5
+        scored = [j for j in range(len(ACTION_UNITS)) if truth[:, j].sum() >= MIN_AU_POSITIVES]
+        per_au = {ACTION_UNITS[j]: metrics.f1(predictions["action_units"][:, j] > 0.5, truth[:, j]) for j in scored}
+        scores["au_mean_f1"] = float(np.mean(list(per_au.values())))
+        scores.update({f"au_f1/{k}": v for k, v in per_au.items()})
+    if "attributes" in source.tasks:
+        columns = a["attributes_mask"].any(0)
+        correct = (predictions["attributes"] > 0.5) == (a["attributes"] > 0.5)
+        if columns.sum() > 1:
+            scores["attributes_mean_accuracy"] = float(correct[:, columns].mean())
+        for j in np.flatnonzero(columns):
+            scores[f"attribute_accuracy/{CELEBA_ATTRIBUTES[j]}"] = float(correct[:, j].mean())
+    if "age" in source.tasks:
+        labelled = a["age_mask"][:, 0]
+        scores["age_mae"] = metrics.mae(predictions["age"][labelled], a["age"][labelled])
+        scores["age_cs5"] = metrics.cumulative_score(predictions["age"][labelled], a["age"][labelled])
+    if "pose" in source.tasks:
+        labelled = a["pose_mask"].all(1)
+        for j, angle in enumerate(TASKS["pose"].labels):
+            scores[f"teacher_pose_mae/{angle}"] = metrics.mae(predictions["pose"][labelled, j], a["pose"][labelled, j])
+        scores["teacher_pose_mae"] = float(np.mean([scores[f"teacher_pose_mae/{x}"] for x in TASKS["pose"].labels]))
+    if "landmarks" in source.tasks:
+        labelled = a["landmarks_mask"].all(1)
+        scores["teacher_landmark_nme"] = metrics.nme(predictions["landmarks"][labelled], a["landmarks"][labelled])
+    if "identity" in predictions and "identity" in a:
+        scores["verification_accuracy"] = metrics.verification_accuracy(predictions["identity"], a["identity"])
+    return scores
+
+
+def bias_table(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """The same metrics per subgroup, where the dataset labels subgroups (UTKFace gender/race, CelebA Male/Young)."""
+    a, groups = source.arrays, {}
+    for field in ("gender", "race"):
+        if field in a:
+            for value in np.unique(a[field]):
+                groups[f"{field}={value}"] = a[field] == value
+    if "attributes" in source.tasks and a["attributes_mask"][:, 1:].any():
+        for name in ("Male", "Young"):
+            column = a["attributes"][:, CELEBA_ATTRIBUTES.index(name)] > 0.5
+            groups[f"{name}=yes"], groups[f"{name}=no"] = column, ~column
+    table = {}
+    for group, members in groups.items():
+        subset = {k: v[members] for k, v in predictions.items()}
+        sub_source = _Subset(source, members)
+        scores = score_source(sub_source, subset)
+        table[group] = {"count": int(members.sum()), **{k: v for k, v in scores.items() if "/" not in k}}
+    return table
+
+
+class _Subset:
+    """A view of a source restricted to some faces (for per-group scores)."""
+
+    def __init__(self, source: Source, members: np.ndarray):
+        self.tasks = source.tasks
+        self.arrays = {k: v[members] for k, v in source.arrays.items()}
+
+
+def evaluate_sources(model: QFace, sources: dict[str, Source]) -> dict[str, dict[str, float]]:
+    return {name: score_source(src, predict_source(model, src)) for name, src in sources.items() if len(src)}
+
+
+def selection_score(results: dict[str, dict[str, float]]) -> float:
+    """One number to pick a checkpoint by: the mean of each dataset's main score, errors mapped to [0, 1]."""
+    parts = []
+    for scores in results.values():
+        for key, value in scores.items():
+            if key.startswith("expression_accuracy") or key in ("au_mean_f1", "attributes_mean_accuracy"):
+                parts.append(value)
+            elif key == "age_mae":
+                parts.append(max(0.0, 1 - value / 10))
+            elif key == "teacher_pose_mae":
+                parts.append(max(0.0, 1 - value / 20))
+    return float(np.mean(parts)) if parts else 0.0
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    lines = ["| dataset | metric | value |", "|---|---|---:|"]
+    for dataset, scores in results.items():
+        lines += [f"| {dataset} | {k} | {v:.4f} |" for k, v in scores.items() if "/" not in k]
+    return "\n".join(lines)
+
+
+__all__ = ["EXPRESSIONS", "bias_table", "evaluate_sources", "markdown_table", "predict_source", "score_source"]
