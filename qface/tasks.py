@@ -31,9 +31,7 @@ EXPRESSIONS = (
 
 # Union of BP4D (1 2 4 6 7 10 12 14 15 17 23 24), DISFA (1 2 4 6 9 12 25 26) and the AUs CK+ codes in at least
 # 10 sequences (5 16 20 27 besides). CK+'s action descriptors (38 and up) are not action units and are left out.
-ACTION_UNITS = tuple(
-    f"AU{n:02d}" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27)
-)
+ACTION_UNITS = tuple(f"AU{n:02d}" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27))
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "

@@ -72,16 +72,12 @@ class FaceAnalyzer:
             batch = chips_to_tensor([a.chip for a in part], self.model.input_size).to(self.device)
             outputs = self.model.predict(batch, self.tasks)
             faces += [
-                self._face(
-                    detections[start + i], a, {k: {n: v[i] for n, v in o.items()} for k, o in outputs.items()}
-                )
+                self._face(detections[start + i], a, {k: {n: v[i] for n, v in o.items()} for k, o in outputs.items()})
                 for i, a in enumerate(part)
             ]
         return faces
 
-    def _face(
-        self, detection: Detection, aligned: AlignedFace, out: dict[str, dict[str, torch.Tensor]]
-    ) -> Face:
+    def _face(self, detection: Detection, aligned: AlignedFace, out: dict[str, dict[str, torch.Tensor]]) -> Face:
         face = Face(rounded(detection.box, 2), round(detection.score, 4), self.model.model_id)
         if "expression" in out:
             probs = out["expression"]["probs"].tolist()
