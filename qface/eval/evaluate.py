@@ -20,18 +20,16 @@ MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy 
 @torch.inference_mode()
 def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Decoded outputs for every face of a split, in order (no augmentation)."""
-    tasks = source.tasks + (["identity"] if "identity" in model.task_names(None) else [])
     collected: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(source), batch_size):
-        batch = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
-        if "maps" in batch:
-            stages = list(torch.split(batch["maps"], model.backbone.stage_channels, dim=1))
-            output = model.forward_features(stages, batch["embedding"], [t for t in tasks if t != "identity"])
-            decoded = {name: TASKS[name].decode(raw) for name, raw in output.raw.items()}
-            if "identity" in tasks:
-                decoded["identity"] = TASKS["identity"].decode(batch["embedding"])
+        inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
+        if "maps" in inputs:
+            output = model.forward_cached(inputs["maps"], inputs["embedding"], source.tasks)
         else:
-            decoded = model.predict(batch["images"], tasks)
+            output = model(inputs["images"], source.tasks)
+        decoded = {name: TASKS[name].decode(values) for name, values in output.raw.items()}
+        if "identity" in model.task_names(None) and output.embedding is not None:
+            decoded["identity"] = TASKS["identity"].decode(output.embedding)
         for name, values in decoded.items():
             key = next(iter(values)) if name != "age" else "years"
             collected.setdefault(name, []).append(values[key].numpy())

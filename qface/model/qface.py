@@ -116,6 +116,12 @@ class QFace(nn.Module):
             raw = {name: self.heads[name](decoded[:, slices[name]]) for name in query_names}
         return QFaceOutput(raw, attention, slices, embedding)
 
+    def forward_cached(
+        self, maps: torch.Tensor, embedding: torch.Tensor, tasks: list[str] | None = None
+    ) -> QFaceOutput:
+        """From a feature-cache row: all resampled stages concatenated along channels (qface/train/features.py)."""
+        return self.forward_features(list(torch.split(maps, self.backbone.stage_channels, dim=1)), embedding, tasks)
+
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Decoded outputs per task (probabilities, years, degrees, crop-normalised points, embeddings)."""

@@ -1,0 +1,79 @@
+"""Training data as the trainer sees it: one `Source` per dataset split, from the chip cache (labels.npz, optional
+teacher_mediapipe.npz) and either the frozen-backbone feature cache or the chips themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qface.data.transforms import hflip_landmark_mask, hflip_landmarks_normalised, hflip_pose
+from qface.tasks import TASKS
+
+TEACHER_FILE = "teacher_mediapipe.npz"
+
+
+class Source:
+    """One dataset split. Knows which tasks it labels, and draws deterministic batches: batch `step` is a
+    pure function of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, folder: str | Path, split: str, features: str | None = None, flip: bool = False):
+        self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
+        arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
+        if (self.folder / TEACHER_FILE).exists():
+            arrays.update({k: v for k, v in np.load(self.folder / TEACHER_FILE).items() if k != "source"})
+        self.index = np.flatnonzero(arrays["split"] == split)
+        self.arrays = {k: v[self.index] for k, v in arrays.items() if len(v) == len(arrays["split"])}
+        self.tasks = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
+        self.teacher_tasks = [t for t in ("pose", "landmarks") if t in self.tasks]
+        if features:
+            cached = self.folder / features
+            self.maps, self.maps_flipped = (np.load(cached / f"maps{s}.npy", mmap_mode="r") for s in ("", "_flipped"))
+            self.embedding, self.embedding_flipped = (
+                np.load(cached / f"embedding{s}.npy", mmap_mode="r") for s in ("", "_flipped")
+            )
+        else:
+            self.chips = np.load(self.folder / "chips.npy", mmap_mode="r")
+        self.uses_features = features is not None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """Positions (into this split) of batch `step`: walks a fresh permutation each epoch."""
+        per_epoch = max(len(self) // batch_size, 1)
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch, len(self)]).permutation(len(self))
+        return np.sort(order[position * batch_size : (position + 1) * batch_size])
+
+    def load(self, positions: np.ndarray, rng: np.random.Generator | None = None) -> dict:
+        """Inputs, targets and masks of the faces at `positions`. With `rng` and `flip`, half are mirrored: the
+        chip itself, or its mirrored features (cached beside the plain ones), and the pose and landmark labels."""
+        rows = self.index[positions]
+        targets = {t: torch.from_numpy(np.array(self.arrays[t][positions])) for t in self.tasks}
+        masks = {t: torch.from_numpy(np.array(self.arrays[f"{t}_mask"][positions])).bool() for t in self.tasks}
+        mirrored = np.zeros(len(rows), bool)
+        if rng is not None and self.flip:
+            mirrored = rng.random(len(rows)) < 0.5
+        if self.uses_features:
+            inputs = {
+                name: torch.from_numpy(
+                    np.where(mirrored.reshape(-1, *[1] * (plain.ndim - 1)), flipped[rows], plain[rows])
+                ).float()
+                for name, plain, flipped in (
+                    ("maps", self.maps, self.maps_flipped),
+                    ("embedding", self.embedding, self.embedding_flipped),
+                )
+            }
+        else:
+            images = torch.from_numpy(np.array(self.chips[rows])).permute(0, 3, 1, 2).float() / 255
+            images[mirrored] = images[mirrored].flip(-1)
+            inputs = {"images": images}
+        mirrored = torch.from_numpy(mirrored)
+        if "pose" in targets:
+            targets["pose"][mirrored] = hflip_pose(targets["pose"][mirrored])
+        if "landmarks" in targets:
+            targets["landmarks"][mirrored] = hflip_landmarks_normalised(targets["landmarks"][mirrored])
+            masks["landmarks"][mirrored] = hflip_landmark_mask(masks["landmarks"][mirrored])
+        return {"inputs": inputs, "targets": targets, "masks": masks}

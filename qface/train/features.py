@@ -1,0 +1,71 @@
+"""Frozen-backbone feature cache: on a CPU the backbone is nearly all the cost, so with it frozen its resampled
+stage maps are computed once per face and every training epoch after that only runs fusion, decoder and heads.
+
+Layout of one cache folder (one per dataset, beside the chips it was made from):
+    maps.npy       float16 (N, sum of stage channels, grid, grid): `MultiStageFusion.resample` of every stage
+    embedding.npy  float32 (N, E): the backbone's own descriptor
+    maps_flipped.npy, embedding_flipped.npy   the same for the horizontally mirrored chips
+    meta.json      the backbone spec and grid it was made with, so a mismatched model is refused
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qface.model.backbones import build_backbone
+from qface.model.fusion import resample
+
+
+def cache_folder(chips_folder: Path, backbone: dict, grid: int) -> Path:
+    return Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
+
+
+@torch.inference_mode()
+def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, batch_size: int = 64) -> Path:
+    """Runs the backbone over `chips.npy` and over its mirror image once; resumable (it continues after the last
+    finished batch). The mirrored features let training flip faces without running the backbone again."""
+    chips = np.load(Path(chips_folder) / "chips.npy", mmap_mode="r")
+    model = build_backbone(**backbone).eval()
+    out = cache_folder(Path(chips_folder), backbone, grid)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"backbone": backbone, "grid": grid, "count": len(chips), "done": 0}
+    if (out / "meta.json").exists():
+        meta = {**meta, "done": json.loads((out / "meta.json").read_text())["done"]}
+    mode = "r+" if meta["done"] else "w+"
+    shapes = {"maps": (sum(model.stage_channels), grid, grid), "embedding": (max(model.embedding_dim, 1),)}
+    arrays = {
+        name + suffix: np.lib.format.open_memmap(
+            out / f"{name}{suffix}.npy", mode, np.float16 if name == "maps" else np.float32, (len(chips), *shape)
+        )
+        for name, shape in shapes.items()
+        for suffix in ("", "_flipped")
+    }
+    for start in tqdm(range(meta["done"], len(chips), batch_size), desc=f"features {chips_folder}"):
+        batch = torch.from_numpy(np.array(chips[start : start + batch_size])).permute(0, 3, 1, 2).float() / 255
+        if batch.shape[-1] != model.input_size:
+            size = (model.input_size, model.input_size)
+            batch = torch.nn.functional.interpolate(batch, size=size, mode="bilinear", antialias=True)
+        for suffix, images in (("", batch), ("_flipped", batch.flip(-1))):
+            features = model(images)
+            arrays["maps" + suffix][start : start + len(batch)] = torch.cat(
+                [resample(stage, grid) for stage in features.stages], 1
+            ).numpy()
+            if features.embedding is not None:
+                arrays["embedding" + suffix][start : start + len(batch)] = features.embedding.numpy()
+        meta["done"] = start + len(batch)
+        if (start // batch_size) % 20 == 0 or meta["done"] == len(chips):
+            for array in arrays.values():
+                array.flush()
+            (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+if __name__ == "__main__":  # python -m qface.train.features GRID FOLDER... (dlib backbone)
+    for folder in sys.argv[2:]:
+        build_feature_cache(folder, {"name": "dlib_resnet"}, int(sys.argv[1]))

@@ -1,0 +1,199 @@
+"""One honest training loop (in the spirit of nanoGPT): multi-dataset, partial-label, resumable, optionally DDP.
+
+Every step draws one sub-batch from each dataset and runs only the queries of the tasks that dataset labels; each
+loss counts only where labels exist (the task masks). Checkpoints hold model, optimizer, scheduler and RNG state;
+batches are a pure function of (seed, step), so `--resume` after a kill continues with the very next batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from qface.model.qface import QFace, QFaceConfig
+from qface.tasks import TASKS
+from qface.train.data import Source
+from qface.train.features import cache_folder
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    model: dict = field(default_factory=dict)  # QFaceConfig fields
+    datasets: dict = field(default_factory=dict)  # name → {"folder": ..., "batch_size": ...}
+    out: str = "runs/default"
+    steps: int = 1000
+    lr: float = 1e-3
+    backbone_lr: float = 0.0  # 0 freezes the backbone
+    weight_decay: float = 0.05
+    warmup: int = 100
+    task_weights: dict = field(default_factory=dict)
+    features: bool = True  # train from the frozen-backbone feature cache (the CPU path)
+    flip: bool = True  # mirror half the chips (image path only)
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    grad_clip: float = 1.0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls(**yaml.safe_load(Path(path).read_text()))
+
+
+class TrainingStep(torch.nn.Module):
+    """Every dataset's sub-batch in one forward call (DDP allows one forward per backward); each runs only the
+    queries of the tasks its dataset labels. From cached maps (frozen backbone) or from images."""
+
+    def __init__(self, model: QFace):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batches: list[dict]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for batch in batches:
+            if "maps" in batch:
+                outputs.append(self.model.forward_cached(batch["maps"], batch["embedding"], batch["tasks"]).raw)
+            else:
+                outputs.append(self.model(batch["images"], batch["tasks"]).raw)
+        return outputs
+
+
+def learning_rate_factor(step: int, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def features_name(model_config: QFaceConfig) -> str:
+    return cache_folder(Path(), model_config.backbone, model_config.grid).name
+
+
+def build_sources(config: TrainConfig, model_config: QFaceConfig, split: str) -> dict[str, Source]:
+    features = features_name(model_config) if config.features else None
+    return {
+        name: Source(spec["folder"], split, features, flip=config.flip and split == "train")
+        for name, spec in config.datasets.items()
+    }
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> QFace:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.__dict__, sort_keys=False))
+    torch.manual_seed(config.seed)
+    model_config = QFaceConfig(**config.model)
+    model = QFace(model_config).to(device)
+    frozen = config.features or config.backbone_lr == 0
+    model.backbone.requires_grad_(not frozen)
+    sources = build_sources(config, model_config, "train")
+    validation = build_sources(config, model_config, "val")
+    runner = TrainingStep(model)
+    if distributed:
+        runner = torch.nn.parallel.DistributedDataParallel(runner, find_unused_parameters=True)
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    groups = [{"params": head_params, "lr": config.lr}]
+    if not frozen:
+        groups.append({"params": list(model.backbone.parameters()), "lr": config.backbone_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, config.warmup, config.steps)
+    )
+    start, best = 0, {"score": -math.inf}
+    if resume and (out / CHECKPOINT / "state.pt").exists():
+        start, best = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
+    log = open(out / "log.csv", "a", newline="") if rank == 0 else None
+    writer = csv.writer(log) if log else None
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress or rank > 0)
+    model.train()
+    for step in bar:
+        rng = np.random.default_rng([config.seed, step, rank])
+        total, parts, batches = 0.0, {}, []
+        for name, source in sources.items():
+            batch_size = config.datasets[name].get("batch_size", 64)
+            batch = source.load(source.batch_indices(step, batch_size, config.seed)[rank::world], rng)
+            batches.append(batch)
+            batch["inputs"] = {k: v.to(device) for k, v in batch["inputs"].items()} | {"tasks": source.tasks}
+        with amp:
+            outputs = runner([batch["inputs"] for batch in batches])
+        for (name, source), batch, raw in zip(sources.items(), batches, outputs):
+            for task in source.tasks:
+                loss = TASKS[task].loss(
+                    raw[task].float(), batch["targets"][task].to(device), batch["masks"][task].to(device)
+                )
+                parts[f"{name}/{task}"] = loss.item()
+                total = total + config.task_weights.get(task, 1.0) * loss
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{total.item():.3f}")
+        if writer:
+            writer.writerow([step, time.time(), f"{total.item():.5f}", json.dumps(parts)])
+            log.flush()
+        done = step + 1
+        if rank == 0 and (done % config.eval_every == 0 or done == config.steps):
+            from qface.eval.evaluate import evaluate_sources, selection_score
+
+            model.eval()
+            metrics = evaluate_sources(model, validation)
+            model.train()
+            score = selection_score(metrics)
+            (out / "eval.jsonl").open("a").write(json.dumps({"step": done, "score": score, **metrics}) + "\n")
+            if score > best["score"]:
+                best = {"score": score, "step": done}
+                model.save(out / "best")
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, done, best)
+    if log:
+        log.close()
+    if distributed:
+        dist.destroy_process_group()
+    return model
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, best: dict) -> None:
+    """Written to a temporary name and renamed, so a kill mid-write never leaves a broken checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, folder / "model.tmp")
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "best": json.dumps(best),
+        "torch_rng": torch.get_rng_state(),
+    }
+    torch.save(state, folder / "state.tmp")
+    os.replace(folder / "model.tmp", folder / "model.safetensors")
+    os.replace(folder / "state.tmp", folder / "state.pt")
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    state = torch.load(folder / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], json.loads(state["best"])
