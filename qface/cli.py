@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from qface.tasks import TASKS
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
@@ -46,8 +48,13 @@ def train(args: argparse.Namespace) -> int:
     from qface.train.trainer import train as run_training
 
     config = TrainConfig.from_yaml(args.config)
-    if args.steps:
-        config.steps = args.steps
+    for assignment in args.set or []:
+        key, _, value = assignment.partition("=")
+        *parents, leaf = key.split(".")
+        target = config.__dict__
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = yaml.safe_load(value)
     run_training(config, resume=args.resume)
     return 0
 
@@ -99,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     fit = commands.add_parser("train", help="train Q-Face from a YAML config")
     fit.add_argument("config", type=Path)
     fit.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    fit.add_argument("--steps", type=int, help="override the number of steps")
+    fit.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. steps=100 or model.last_stage_only=true (YAML values; repeatable)",
+    )
     fit.set_defaults(handler=train)
     score = commands.add_parser("eval", help="score a model on the validation splits of a config's datasets")
     score.add_argument("--config", type=Path, default=Path("configs/cpu_default.yaml"))

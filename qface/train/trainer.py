@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from qface.model.qface import QFace, QFaceConfig
 from qface.tasks import TASKS
-from qface.train.data import Source
-from qface.train.features import cache_folder
+from qface.train.data import TEACHER_FILE, Source
+from qface.train.features import build_feature_cache, cache_folder
 
 CHECKPOINT = "checkpoint"
 
@@ -82,6 +82,28 @@ def features_name(model_config: QFaceConfig) -> str:
     return cache_folder(Path(), model_config.backbone, model_config.grid).name
 
 
+def prepare_data(config: TrainConfig, model_config: QFaceConfig) -> None:
+    """Builds whatever cache the config needs and lacks, so `qface train CONFIG` alone reproduces a model: aligned
+    chips (from ../shared through the dataset adapters), teacher labels (`teacher: true`), frozen features."""
+    for name, spec in config.datasets.items():
+        folder = Path(spec["folder"])
+        if not (folder / "labels.npz").exists():
+            from qface.data.chips import build_chip_cache
+
+            build_chip_cache(name, out_root=folder.parent)
+        if spec.get("teacher") and not (folder / TEACHER_FILE).exists():
+            from qface.teacher import label_chip_cache
+
+            label_chip_cache(folder)
+        features = folder / features_name(model_config) / "meta.json"
+        if config.features and (not features.exists() or json.loads(features.read_text())["done"] < len_chips(folder)):
+            build_feature_cache(folder, model_config.backbone, model_config.grid)
+
+
+def len_chips(folder: Path) -> int:
+    return len(np.load(folder / "chips.npy", mmap_mode="r"))
+
+
 def build_sources(config: TrainConfig, model_config: QFaceConfig, split: str) -> dict[str, Source]:
     features = features_name(model_config) if config.features else None
     return {
@@ -104,6 +126,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
     model = QFace(model_config).to(device)
     frozen = config.features or config.backbone_lr == 0
     model.backbone.requires_grad_(not frozen)
+    if rank == 0:
+        prepare_data(config, model_config)
+    if distributed:
+        dist.barrier()
     sources = build_sources(config, model_config, "train")
     validation = build_sources(config, model_config, "val")
     runner = TrainingStep(model)
