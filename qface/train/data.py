@@ -22,9 +22,9 @@ class Source:
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
         if (self.folder / TEACHER_FILE).exists():
-            arrays.update({k: v for k, v in np.load(self.folder / TEACHER_FILE).items() if k != "source"})
+            arrays.update(np.load(self.folder / TEACHER_FILE))
         self.index = np.flatnonzero(arrays["split"] == split)
-        self.arrays = {k: v[self.index] for k, v in arrays.items() if len(v) == len(arrays["split"])}
+        self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
         self.tasks = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
         self.teacher_tasks = [t for t in ("pose", "landmarks") if t in self.tasks]
         if features:
