@@ -18,14 +18,22 @@ class Source:
     """One dataset split. Knows which tasks it labels, and draws deterministic batches: batch `step` is a
     pure function of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""
 
-    def __init__(self, folder: str | Path, split: str, features: str | None = None, flip: bool = False):
+    def __init__(
+        self,
+        folder: str | Path,
+        split: str,
+        features: str | None = None,
+        flip: bool = False,
+        tasks: list[str] | None = None,
+    ):
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
         if (self.folder / TEACHER_FILE).exists():
             arrays.update(np.load(self.folder / TEACHER_FILE))
         self.index = np.flatnonzero(arrays["split"] == split)
         self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
-        self.tasks = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
+        labelled = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
+        self.tasks = [t for t in labelled if tasks is None or t in tasks]  # `tasks`: train only these
         self.teacher_tasks = [t for t in ("pose", "landmarks") if t in self.tasks]
         if features:
             cached = self.folder / features

@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     grad_clip: float = 1.0
+    threads: int = 0  # torch CPU threads (0: torch's default)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -107,7 +108,7 @@ def len_chips(folder: Path) -> int:
 def build_sources(config: TrainConfig, model_config: QFaceConfig, split: str) -> dict[str, Source]:
     features = features_name(model_config) if config.features else None
     return {
-        name: Source(spec["folder"], split, features, flip=config.flip and split == "train")
+        name: Source(spec["folder"], split, features, config.flip and split == "train", spec.get("tasks"))
         for name, spec in config.datasets.items()
     }
 
@@ -118,6 +119,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.__dict__, sort_keys=False))
