@@ -149,9 +149,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
     start, best = 0, {"score": -math.inf}
     if resume and (out / CHECKPOINT / "state.pt").exists():
         start, best = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     log = open(out / "log.csv", "a", newline="") if rank == 0 else None
     writer = csv.writer(log) if log else None
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress or rank > 0)
@@ -190,7 +188,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
             metrics = evaluate_sources(model, validation)
             model.train()
             score = selection_score(metrics)
-            (out / "eval.jsonl").open("a").write(json.dumps({"step": done, "score": score, **metrics}) + "\n")
+            with (out / "eval.jsonl").open("a") as evaluations:
+                evaluations.write(json.dumps({"step": done, "score": score, **metrics}) + "\n")
             if score > best["score"]:
                 best = {"score": score, "step": done}
                 model.save(out / "best")
