@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from qface.tasks import TASKS
@@ -14,23 +15,104 @@ from qface.tasks import TASKS
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
 
 
-def analyze(args: argparse.Namespace) -> int:
-    from qface.pipeline.analyzer import FaceAnalyzer
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
-    analyzer = FaceAnalyzer(weights=args.weights, tasks=args.tasks)
+
+def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
+    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
+    inputs = []
+    for path in paths:
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
+        else:
+            inputs.append(path)
+    return inputs
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from qface.pipeline.analyzer import FaceAnalyzer
+    from qface.pipeline.output import ResultWriter
+
+    options = {"model": str(args.detector_model)} if args.detector_model else {}
+    analyzer = FaceAnalyzer(
+        args.weights, args.tasks, args.detector, batch_size=args.batch_size, attention=bool(args.attention), **options
+    )
     if analyzer.model.config.version == "untrained":
-        print("note: no trained weights found — outputs below come from an UNTRAINED model", file=sys.stderr)
+        print("note: no trained weights found — outputs come from an UNTRAINED model", file=sys.stderr)
+    inputs = expand_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
+    for folder in (args.annotate, args.attention):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+    writer = ResultWriter(args.out, analyzer.tasks)
     failed = 0
-    for path in args.paths or [SAMPLE_IMAGE]:
+    images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
+    with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
+        for start in range(0, len(images), args.batch_size):
+            failed += _analyze_images(analyzer, images[start : start + args.batch_size], writer, args)
+            bar.update(len(images[start : start + args.batch_size]))
+        for video in (p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES):
+            failed += _analyze_video(analyzer, video, writer, args)
+            bar.update(1)
+    writer.close()
+    if failed:
+        print(f"{failed} of {len(inputs)} inputs failed (see the error rows)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
+    """One group of images: each decoded on its own (a bad file is reported and skipped), faces batched together."""
+    from qface.pipeline.io import load_image
+    from qface.viz.draw import annotate, attention_panel
+
+    decoded, failed = [], 0
+    for path in paths:
         try:
-            faces = analyzer.analyze(path)
+            decoded.append((path, load_image(path)))
         except (OSError, ValueError) as error:
             failed += 1
             print(f"error: {path}: {error}", file=sys.stderr)
-            continue
-        for index, face in enumerate(faces):
-            print(json.dumps({"file": str(path), "face": index, **face.to_dict()}))
-    return 1 if failed else 0
+            writer.error(str(path), error)
+    results = analyzer.analyze_arrays([image for _, image in decoded])
+    for (path, image), faces in zip(decoded, results):
+        writer.faces(str(path), faces)
+        if args.annotate:
+            annotate(image, faces).save(args.annotate / f"{path.stem}.jpg", quality=92)
+        if args.attention:
+            for index, face in enumerate(faces):
+                attention_panel(face).save(args.attention / f"{path.stem}_face{index}.png")
+    return failed
+
+
+def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
+    """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures."""
+    import cv2
+
+    from qface.viz.draw import annotate
+
+    try:
+        out = None
+        for frame in analyzer.analyze_video(path, args.stride):
+            writer.faces(str(path), frame.faces, frame.index, frame.seconds)
+            if args.annotate:
+                picture = np.ascontiguousarray(np.asarray(annotate(frame.image, frame.faces))[..., ::-1])
+                if out is None:
+                    size = (picture.shape[1], picture.shape[0])
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    out = cv2.VideoWriter(
+                        str(args.annotate / f"{path.stem}.mp4"), fourcc, frame.fps / args.stride, size
+                    )
+                out.write(picture)
+        if out is not None:
+            out.release()
+        return 0
+    except (OSError, ValueError) as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        writer.error(str(path), error)
+        return 1
 
 
 def info(args: argparse.Namespace) -> int:
@@ -97,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("analyze", help="analyze images (the bundled sample photo when none is given)")
     run.add_argument("paths", nargs="*", type=Path)
+    run.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     run.add_argument("--tasks", nargs="+", choices=list(TASKS), help="only these tasks (default: all)")
+    run.add_argument("--detector", default="auto", help="auto (default), dlib-hog, dlib-cnn, yunet, none")
+    run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
+    run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
+    run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
+    run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
+    run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")
+    run.add_argument("--stride", type=int, default=1, help="analyze every K-th video frame")
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
     run.set_defaults(handler=analyze)
     show = commands.add_parser("info", help="the model and every label in output order")

@@ -1,22 +1,33 @@
-"""FaceAnalyzer: image → faces → aligned chips → one batched Q-Face pass → Face results."""
+"""FaceAnalyzer: images → faces → aligned chips → one batched Q-Face pass → Face results.
+
+    analyzer = FaceAnalyzer()                      # the bundled default model, detector "auto"
+    faces = analyzer.analyze("photo.jpg")          # a path, bytes, PIL image or RGB array (bgr=True for OpenCV)
+    batch = analyzer.analyze([a, b, c])            # a list in → a list of face lists out; one network pass per batch
+
+Every face of a batch of images goes through the network together, and one backbone pass serves every task.
+"""
 
 from __future__ import annotations
 
-import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from qface.model.qface import QFace, QFaceConfig
 from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
-from qface.pipeline.detect import Detection, DlibHogDetector
+from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
+from qface.pipeline.io import ImageInput, load_image
 from qface.pipeline.results import Face, rounded
 from qface.tasks import TASKS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-ImageInput = str | Path | bytes | Image.Image | np.ndarray
+# Same person when the distance between L2-normalised identity embeddings is below this. Chosen on the CelebA
+# training identities (weights/MODEL_CARD.md); dlib's own rule, 0.6 on raw descriptors, is nearly the same cut.
+SAME_PERSON_THRESHOLD = 0.6
 
 
 def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
@@ -31,17 +42,6 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     return QFace(QFaceConfig()).to(device).eval()
 
 
-def load_rgb(image: ImageInput) -> np.ndarray:
-    """Any supported input as an RGB uint8 array; EXIF orientation honoured for encoded images."""
-    if isinstance(image, np.ndarray):
-        return np.ascontiguousarray(image[..., :3] if image.ndim == 3 else np.stack([image] * 3, -1))
-    if isinstance(image, bytes):
-        image = Image.open(io.BytesIO(image))
-    elif isinstance(image, str | Path):
-        image = Image.open(image)
-    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-
-
 def chips_to_tensor(chips: list[np.ndarray], size: int) -> torch.Tensor:
     batch = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float() / 255.0
     if size != batch.shape[-1]:
@@ -49,38 +49,116 @@ def chips_to_tensor(chips: list[np.ndarray], size: int) -> torch.Tensor:
     return batch
 
 
+@dataclass
+class VideoFrame:
+    index: int
+    seconds: float
+    fps: float
+    image: np.ndarray  # RGB
+    faces: list[Face]
+
+
+@dataclass
+class _Pending:
+    """A detected, aligned face waiting for its network pass."""
+
+    image: int
+    detection: Detection
+    aligned: AlignedFace
+
+
 class FaceAnalyzer:
     def __init__(
         self,
         weights: str | Path | None = None,
         tasks: list[str] | None = None,
+        detector: str = DEFAULT_DETECTOR,
         device: str = "cpu",
         batch_size: int = 32,
+        attention: bool = False,
+        **detector_options,
     ):
+        """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation."""
         self.model = load_model(weights, device)
-        self.tasks = tasks
-        self.device, self.batch_size = device, batch_size
-        self.detector = DlibHogDetector()
+        self.tasks = self.model.task_names(tasks)
+        self.detector = get_detector(detector, **detector_options)
+        self.device, self.batch_size, self.keep_attention = device, batch_size, attention
 
-    def analyze(self, image: ImageInput) -> list[Face]:
-        rgb = load_rgb(image)
-        detections = self.detector(rgb)
-        aligned = [align(rgb, d.shape) for d in detections]
+    def analyze(self, images: ImageInput | list[ImageInput], bgr: bool = False) -> list[Face] | list[list[Face]]:
+        """One input → its faces; a list of inputs → one face list per input (no face: an empty list)."""
+        if isinstance(images, list):
+            return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
+        return self.analyze_arrays([load_image(images, bgr=bgr)])[0]
+
+    def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """RGB uint8 arrays → faces per image; faces of all images share network batches."""
+        pending = [
+            _Pending(index, detection, align(image, detection.shape))
+            for index, image in enumerate(images)
+            for detection in self.detector(image)
+        ]
+        results: list[list[Face]] = [[] for _ in images]
+        for start in range(0, len(pending), self.batch_size):
+            part = pending[start : start + self.batch_size]
+            for item, face in zip(part, self._run([p.aligned.chip for p in part], part)):
+                results[item.image].append(face)
+        return results
+
+    def analyze_video(self, path: str | Path, stride: int = 1) -> Iterator[VideoFrame]:
+        """Every `stride`-th frame with its faces, streamed: at most `batch_size` frames are held at once, so
+        memory stays bounded however long the video."""
+        batch: list[tuple[int, np.ndarray]] = []
+        fps, frames = read_video(path)
+        for index, frame in frames:
+            if index % stride == 0:
+                batch.append((index, frame))
+            if len(batch) == self.batch_size:
+                yield from self._video_batch(batch, fps)
+                batch = []
+        yield from self._video_batch(batch, fps)
+
+    def _video_batch(self, batch: list[tuple[int, np.ndarray]], fps: float) -> Iterator[VideoFrame]:
+        for (index, frame), faces in zip(batch, self.analyze_arrays([frame for _, frame in batch])):
+            yield VideoFrame(index, index / fps, fps, frame, faces)
+
+    @staticmethod
+    def compare(a: Face, b: Face, threshold: float = SAME_PERSON_THRESHOLD) -> dict[str, float | bool]:
+        """Verification: Euclidean distance of the two identity embeddings and the same-person call."""
+        if a.embedding is None or b.embedding is None:
+            raise ValueError("both faces need an identity embedding (analyze with the identity task)")
+        distance = float(np.linalg.norm(np.asarray(a.embedding) - np.asarray(b.embedding)))
+        return {"distance": round(distance, 4), "same_person": distance < threshold, "threshold": threshold}
+
+    @torch.inference_mode()
+    def _run(self, chips: list[np.ndarray], part: list[_Pending]) -> list[Face]:
+        batch = chips_to_tensor(chips, self.model.input_size).to(self.device)
+        output = self.model(batch, self.tasks)
+        decoded = {name: TASKS[name].decode(raw) for name, raw in output.raw.items()}
+        if "identity" in self.tasks and output.embedding is not None:
+            decoded["identity"] = TASKS["identity"].decode(output.embedding)
         faces = []
-        for start in range(0, len(aligned), self.batch_size):
-            part = aligned[start : start + self.batch_size]
-            batch = chips_to_tensor([a.chip for a in part], self.model.input_size).to(self.device)
-            outputs = self.model.predict(batch, self.tasks)
-            faces += [
-                self._face(detections[start + i], a, {k: {n: v[i] for n, v in o.items()} for k, o in outputs.items()})
-                for i, a in enumerate(part)
-            ]
+        for i, item in enumerate(part):
+            face = self._face(item, {task: {k: v[i] for k, v in values.items()} for task, values in decoded.items()})
+            if self.keep_attention and output.attention:
+                face.attention = {
+                    name: torch.stack([layer[i, rows] for layer in output.attention]).numpy()
+                    for name, rows in output.query_slices.items()
+                }
+            faces.append(face)
         return faces
 
-    def _face(self, detection: Detection, aligned: AlignedFace, out: dict[str, dict[str, torch.Tensor]]) -> Face:
-        face = Face(rounded(detection.box, 2), round(detection.score, 4), self.model.model_id)
+    def _face(self, item: _Pending, out: dict[str, dict[str, torch.Tensor]]) -> Face:
+        detection, aligned = item.detection, item.aligned
+        face = Face(
+            box=rounded(detection.box, 2),
+            score=round(float(detection.score), 4),
+            points=rounded(detection.points, 2),
+            model=self.model.model_id,
+            chip=aligned.chip,
+            chip_to_image=aligned.chip_to_image,
+        )
         if "expression" in out:
-            probs = out["expression"]["probs"].tolist()
+            probs = out["expression"]["probs"].numpy()
             face.expression = dict(zip(TASKS["expression"].labels, rounded(probs)))
             face.top_expression = TASKS["expression"].labels[int(np.argmax(probs))]
         for name in ("action_units", "attributes"):
@@ -89,10 +167,49 @@ class FaceAnalyzer:
         if "age" in out:
             face.age = round(float(out["age"]["years"]), 2)
         if "pose" in out:
-            face.pose = dict(zip(TASKS["pose"].labels, rounded(out["pose"]["degrees"].numpy(), 2)))
+            pitch, yaw, roll = out["pose"]["degrees"].numpy()
+            # The chip is levelled by alignment: its roll plus the alignment's rotation is the roll in the image.
+            matrix = aligned.chip_to_image
+            roll = roll + math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
+            face.pose = dict(zip(TASKS["pose"].labels, rounded([pitch, yaw, (roll + 180) % 360 - 180], 2)))
         if "landmarks" in out:
-            chip_points = out["landmarks"]["points"].numpy() * CHIP_SIZE
-            face.landmarks = rounded(aligned.to_image(chip_points), 2)
+            face.landmarks = rounded(aligned.to_image(out["landmarks"]["points"].numpy() * CHIP_SIZE), 2)
         if "identity" in out:
             face.embedding = rounded(out["identity"]["embedding"].numpy(), 6)
         return face
+
+
+def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
+    """(frames per second, a generator of (index, RGB frame)); OpenCV decodes."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"{path}: cannot open as a video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        index = 0
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield index, np.ascontiguousarray(frame[..., ::-1])
+                index += 1
+        finally:
+            capture.release()
+
+    return fps, frames()
+
+
+def to_dataframe(results: list[list[Face]], sources: list[str] | None = None):
+    """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`); needs pandas."""
+    import pandas as pd
+
+    rows = []
+    for index, faces in enumerate(results):
+        for number, face in enumerate(faces):
+            source = sources[index] if sources else index
+            rows.append({"source": source, "face": number, **face.flat()})
+    return pd.DataFrame(rows)

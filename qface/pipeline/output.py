@@ -1,0 +1,65 @@
+"""Result files for `qface analyze`: JSON lines (nested, as Face.to_dict) or CSV (flat columns), one row per face,
+a row for an input with no face (`face` empty) and a row with `error` for an input that failed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from qface.pipeline.results import Face
+from qface.tasks import TASKS
+
+BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
+
+
+def csv_columns(tasks: list[str]) -> list[str]:
+    """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
+    columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
+    for task in tasks:
+        labels = TASKS[task].labels
+        if task == "expression":
+            columns += [f"expression.{label}" for label in labels] + ["top_expression"]
+        elif task in ("action_units", "attributes", "pose"):
+            columns += [f"{task}.{label}" for label in labels]
+        elif task == "age":
+            columns.append("age")
+        elif task == "landmarks":
+            columns += [f"landmarks.{i}.{axis}" for i in range(len(labels)) for axis in "xy"]
+        elif task == "identity":
+            columns += [f"embedding.{i}" for i in range(128)]
+    return columns
+
+
+class ResultWriter:
+    def __init__(self, path: Path | None, tasks: list[str]):
+        self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
+        self.csv = (
+            csv.DictWriter(self.stream, csv_columns(tasks), extrasaction="ignore")
+            if path and path.suffix == ".csv"
+            else None
+        )
+        if self.csv:
+            self.csv.writeheader()
+
+    def _row(self, row: dict[str, Any], face: Face | None) -> None:
+        if self.csv:
+            self.csv.writerow({**row, **(face.flat() if face else {})})
+        else:
+            self.stream.write(json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
+
+    def faces(self, source: str, faces: list[Face], frame: int | None = None, time: float | None = None) -> None:
+        where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
+        for index, face in enumerate(faces):
+            self._row({**where, "face": index}, face)
+        if not faces:
+            self._row({**where, "face": None}, None)
+
+    def error(self, source: str, error: Exception) -> None:
+        self._row({"file": source, "error": f"{type(error).__name__}: {error}"}, None)
+
+    def close(self) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()

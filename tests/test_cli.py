@@ -1,0 +1,61 @@
+"""`qface analyze` over folders: results files, bad files reported and skipped, pictures written; `qface info`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from qface.cli import SAMPLE_IMAGE, main
+
+
+def make_folder(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(SAMPLE_IMAGE, folder / "astronaut.png")
+    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(folder / "blank.jpg")
+    (folder / "broken.jpg").write_bytes(SAMPLE_IMAGE.read_bytes()[:2000])  # a truncated file
+    (folder / "empty.png").write_bytes(b"")
+    shutil.copy(SAMPLE_IMAGE, folder / "nested" / "again.png")
+    return folder
+
+
+def test_a_folder_with_bad_files_is_analyzed_to_csv_and_the_failures_are_reported(tmp_path, capsys):
+    folder = make_folder(tmp_path)
+    out = tmp_path / "results.csv"
+    code = main(["analyze", str(folder), "--detector", "dlib-hog", "--out", str(out), "--tasks", "expression", "age"])
+    assert code == 1  # some inputs failed
+    rows = list(csv.DictReader(out.open()))
+    by_file = {}
+    for row in rows:
+        by_file.setdefault(row["file"].split("/")[-1], []).append(row)
+    assert set(by_file) == {"astronaut.png", "blank.jpg", "broken.jpg", "empty.png"}  # not recursive
+    assert by_file["blank.jpg"][0]["face"] == "" and not by_file["blank.jpg"][0]["error"]
+    assert "empty" in by_file["empty.png"][0]["error"]
+    assert by_file["broken.jpg"][0]["error"]
+    face = by_file["astronaut.png"][0]
+    assert float(face["expression.happy"]) >= 0 and float(face["age"]) > 0 and "pose.yaw" not in face
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_recursive_jsonl_with_annotations_and_attention_maps(tmp_path):
+    folder = make_folder(tmp_path)
+    for bad in ("broken.jpg", "empty.png"):
+        (folder / bad).unlink()
+    out, pictures, attention = tmp_path / "r.jsonl", tmp_path / "annotated", tmp_path / "attention"
+    args = ["analyze", str(folder), "--recursive", "--detector", "dlib-hog", "--out", str(out)]
+    assert main([*args, "--annotate", str(pictures), "--attention", str(attention)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {row["file"].split("/")[-1] for row in rows} == {"astronaut.png", "blank.jpg", "again.png"}
+    assert (pictures / "again.jpg").exists() and (pictures / "blank.jpg").exists()
+    panel = Image.open(attention / "astronaut_face0.png")
+    assert panel.width == 7 * 150  # the chip and six label queries
+
+
+def test_info_lists_every_label_in_order(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "expression (8): neutral, happy, sad" in text and "AU01" in text and "5_o_Clock_Shadow" in text
