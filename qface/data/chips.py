@@ -46,7 +46,7 @@ from PIL import Image
 
 from qface.data.datasets import DATASETS, open_dataset
 from qface.model.backbones.dlib_resnet import dlib_model_path
-from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, _chip_transform, align
+from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, align, chip_to_image_transform
 from qface.tasks import TASKS
 
 # Tuned on a few hundred faces per data set (detection rate at margin 0 / ms per face): upscaling the short side to
@@ -124,7 +124,7 @@ def chip_from_points(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray,
         dlib.chip_dims(details.rows, details.cols),
         details.angle,
     )
-    return dlib.extract_image_chip(image, exact), _chip_transform(exact)
+    return dlib.extract_image_chip(image, exact), chip_to_image_transform(exact)
 
 
 @cache

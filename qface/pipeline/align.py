@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import dlib
@@ -23,15 +24,17 @@ class AlignedFace:
 def align(image: np.ndarray, shape: dlib.full_object_detection) -> AlignedFace:
     details = dlib.get_face_chip_details(shape, CHIP_SIZE, CHIP_PADDING)
     chip = dlib.extract_image_chip(image, details)
-    return AlignedFace(chip, _chip_transform(details))
+    return AlignedFace(chip, chip_to_image_transform(details))
 
 
-def _chip_transform(details: dlib.chip_details) -> np.ndarray:
-    """dlib samples the chip from `rect` rotated by `angle` about the rect's centre."""
+def chip_to_image_transform(details: dlib.chip_details) -> np.ndarray:
+    """2×3 affine from chip pixel centres to image pixel centres, as dlib.extract_image_chip samples: chip (0, 0),
+    (cols − 1, 0) and (cols − 1, rows − 1) land on the rect's corners rotated by `angle` about its centre."""
     rect = details.rect
-    scale = rect.width() / details.cols
-    cos, sin = np.cos(details.angle) * scale, np.sin(details.angle) * scale
-    center = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
-    chip_center = np.array([(details.cols - 1) / 2, (details.rows - 1) / 2])
-    linear = np.array([[cos, -sin], [sin, cos]])
-    return np.hstack([linear, (center - linear @ chip_center)[:, None]])
+    cos, sin = math.cos(details.angle), math.sin(details.angle)
+    sx = (rect.right() - rect.left()) / max(1, details.cols - 1)
+    sy = (rect.bottom() - rect.top()) / max(1, details.rows - 1)
+    linear = np.array([[cos * sx, -sin * sy], [sin * sx, cos * sy]])
+    centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+    chip_centre = np.array([(details.cols - 1) / 2, (details.rows - 1) / 2])
+    return np.hstack([linear, (centre - linear @ chip_centre)[:, None]])

@@ -1,0 +1,262 @@
+"""Image decoding that never surprises: any supported input → an RGB uint8 (H, W, 3) array, or ImageDecodeError.
+
+Inputs (`load_image`):
+    path (str / os.PathLike), encoded bytes (bytes / bytearray / memoryview), a binary file object, a PIL image, or
+    a numpy array (H, W), (H, W, 1), (H, W, 2) grey + alpha, (H, W, 3) colour or (H, W, 4) colour + alpha.
+    `bgr=True` says a 3/4-channel *array* is in OpenCV's BGR(A) order; it is ignored for encoded and PIL inputs,
+    whose channel order is known.
+
+Rules, one place for each surprise:
+- EXIF orientation is honoured (PIL.ImageOps.exif_transpose); an unreadable EXIF block is ignored, not fatal.
+  A PIL image passed in is oriented by its own EXIF too. Multi-frame files (GIF, TIFF, APNG, MPO) give frame 0.
+- Pixel limit: an encoded image whose header claims more than MAX_PIXELS (width × height; 50 megapixels by default,
+  about an 8660 × 5770 photo) is refused before any pixel is decoded. Override it per call (`max_pixels=`) or for
+  the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard (Image.MAX_IMAGE_PIXELS, 89 MP; an error
+  above twice that) is left as it is and its DecompressionBombError is reported as ImageDecodeError too, so a
+  limit above 178 MP also needs Pillow's raised (its warning above 89 MP is silenced while opening: the
+  decision is ours). Arrays are already decoded and are not limited.
+- Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
+  other external code, are refused.
+- Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source; no Pillow,
+  zlib or struct exception escapes. A missing path is still FileNotFoundError (nothing to decode).
+- Alpha (LA, La, PA, P with a transparent colour, RGBA, RGBa, 2- and 4-channel arrays) is composited on WHITE,
+  as a viewer on a white page shows it (dropping it would reveal whatever colour hides under transparent pixels,
+  often black). An alpha that is fully opaque, or fully transparent everywhere (an unset channel, as in many
+  BGRA screen grabs), is dropped instead.
+- Sample values → 8 bits (never clipped):
+    uint8 as is; bool False/True → 0/255;
+    uint16 (16-bit PNG/TIFF, Pillow I;16, I;16B, I;16L, I;16N) by the full 16-bit range: v · 255 / 65535;
+    other integers (Pillow I = int32, int8/16/32/64, uint32/64) by their values: all in 0..255 → as is,
+    else all in 0..65535 → as 16-bit, else stretched from their min..max to 0..255;
+    floats (Pillow F, float16/32/64): all in [0, 1] → × 255, else all in [0, 255] → as is, else stretched from
+    min..max; NaN → the minimum, ±inf → the finite extremes. Each channel group (colour, alpha) is scaled alone.
+- Colour modes: 1 → black/white, L grey replicated, P by its palette, CMYK, YCbCr, LAB and HSV through Pillow's
+  conversions. Embedded ICC profiles are not applied (pixels are taken as sRGB).
+
+`detection_view` makes the smaller copy a detector sees; boxes and points found on it map back by its `scale`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 50_000_000
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO", "JPEG2000", "QOI",
+           "PCX", "SGI", "PSD")  # fmt: skip
+
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+_CHUNK = 1 << 22  # pixels per block when compositing, so a 50 MP RGBA costs tens of MB, not hundreds
+
+
+class ImageDecodeError(ValueError):
+    """The input is not an image this module can decode safely (corrupt, truncated, empty, too large, unknown)."""
+
+
+def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = None) -> np.ndarray:
+    """Any supported input → C-contiguous RGB uint8 (H, W, 3). See the module docstring for every rule."""
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, bgr)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if isinstance(image, Image.Image):
+        _check_pixels(image.size, limit, "PIL image")
+        return _decode_pil(image, "PIL image")
+    if isinstance(image, bytes | bytearray | memoryview):
+        data = bytes(image)
+        if not data:
+            raise ImageDecodeError("empty bytes: no image data")
+        return _open_and_decode(io.BytesIO(data), f"<{len(data)} bytes>", limit)
+    if isinstance(image, str | os.PathLike):
+        path = os.fspath(image)
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise ImageDecodeError(f"{path}: empty file (0 bytes)")
+        return _open_and_decode(path, str(path), limit)
+    if hasattr(image, "read"):
+        return _open_and_decode(image, f"<{type(image).__name__}>", limit)
+    raise TypeError(f"unsupported image input {type(image).__name__}: give a path, bytes, a PIL image or an array")
+
+
+def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray, float]:
+    """(smaller copy, scale) with the longer side at most `max_side`; `scale` = small / original (≤ 1).
+
+    A box edge x on the copy is x / scale on the original; a pixel-centre point p maps as (p + 0.5) / scale − 0.5.
+    Images already small enough come back unchanged with scale 1.0. Downscaling is antialiased (Pillow, bilinear
+    after a box reduction)."""
+    height, width = image.shape[:2]
+    if max_side < 1:
+        raise ValueError(f"max_side must be positive, got {max_side}")
+    if max(height, width) <= max_side:
+        return image, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(small), scale
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoded images
+
+
+def _check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageDecodeError(
+            f"{name}: {width}×{height} = {width * height / 1e6:.1f} megapixels exceeds the limit of "
+            f"{limit / 1e6:g} MP (a decompression-bomb guard); refused before decoding. Raise it with "
+            f"load_image(..., max_pixels=N) or qface.pipeline.io.MAX_PIXELS if the image is genuine."
+        )
+
+
+def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():  # Pillow warns above 89 MP; our own limit decides just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(source, formats=_formats())
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError(
+            f"{name}: refused before decoding by Pillow's decompression-bomb guard ({error}); "
+            f"qface's own limit is {limit / 1e6:g} MP"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            f"{name}: not an image in a supported format ({', '.join(FORMATS)}), or its header is corrupt"
+        ) from None
+    except Exception as error:  # any failure of a plugin while reading the header
+        raise ImageDecodeError(f"{name}: cannot read the image header ({type(error).__name__}: {error})") from None
+    with opened:
+        _check_pixels(opened.size, limit, name)
+        return _decode_pil(opened, name)
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [f for f in FORMATS if f in Image.ID]
+
+
+def _decode_pil(image: Image.Image, name: str) -> np.ndarray:
+    try:
+        image.load()
+    except Exception as error:  # truncated data: OSError, SyntaxError, zlib.error, ...
+        raise ImageDecodeError(
+            f"{name}: cannot decode the pixel data, the file is probably truncated or corrupt "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not lose a readable image
+        oriented = image
+    try:
+        return _array_to_rgb(_pil_to_array(oriented), bgr=False)
+    except ImageDecodeError:
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise ImageDecodeError(f"{name}: cannot convert mode {image.mode} to RGB ({reason})") from None
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """An array the array path understands: 1/2/3/4 channels, in a dtype that tells its range."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    if mode in ("L", "LA", "RGB", "RGBA", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(image)
+    if mode == "La":
+        return np.asarray(image.convert("LA"))
+    if mode in ("P", "PA"):
+        transparent = mode == "PA" or "transparency" in image.info
+        return np.asarray(image.convert("RGBA" if transparent else "RGB"))
+    if mode == "RGBa":
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))  # RGBX, CMYK, YCbCr, LAB, HSV and anything newer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arrays
+
+
+def _array_to_rgb(array: np.ndarray, bgr: bool) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageDecodeError(
+            f"array of shape {array.shape}: expected (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageDecodeError(f"array of shape {array.shape} has no pixels")
+    channels = array.shape[2]
+    colour_channels = 1 if channels <= 2 else 3
+    colour = _to_uint8(array[:, :, :colour_channels])
+    if bgr and colour_channels == 3:
+        colour = colour[:, :, ::-1]
+    alpha = _to_uint8(array[:, :, colour_channels]) if channels in (2, 4) else None
+    if alpha is not None:
+        low, high = alpha.min(), alpha.max()
+        if low == high and high in (0, 255):  # all opaque, or an unset (all-zero) channel
+            alpha = None
+    if alpha is not None:
+        colour = _composite_on_white(colour, alpha)
+    if colour_channels == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    return np.ascontiguousarray(colour)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Sample values to uint8 by the documented rules (module docstring)."""
+    if not values.dtype.isnative:
+        values = values.astype(values.dtype.newbyteorder("="))
+    kind = values.dtype.kind
+    if values.dtype == np.uint8:
+        return values
+    if kind == "b":
+        return values.astype(np.uint8) * np.uint8(255)
+    if values.dtype == np.uint16:
+        return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if kind in "iu":
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 255:
+            return values.astype(np.uint8)
+        if low >= 0 and high <= 65535:
+            return _to_uint8(values.astype(np.uint16))
+        return _stretch(values.astype(np.float64), low, high)
+    if kind == "f":
+        values = values.astype(np.float32 if values.dtype.itemsize <= 4 else np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            if not finite.any():
+                return np.zeros(values.shape, np.uint8)
+            low, high = values[finite].min(), values[finite].max()
+            values = np.where(np.isnan(values), low, np.clip(values, low, high))
+        low, high = float(values.min()), float(values.max())
+        if low >= 0.0 and high <= 1.0:
+            return np.rint(values * 255.0).astype(np.uint8)
+        if low >= 0.0 and high <= 255.0:
+            return np.rint(values).astype(np.uint8)
+        return _stretch(values, low, high)
+    raise ImageDecodeError(f"unsupported array dtype {values.dtype}: use an integer, float or bool image")
+
+
+def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    half_span = high / 2 - low / 2  # halves: no overflow even for ±1.8e308
+    return np.clip(np.rint((values / 2 - low / 2) * (255.0 / half_span)), 0, 255).astype(np.uint8)
+
+
+def _composite_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """colour · a + white · (1 − a), rounded, in integer arithmetic and row blocks (bounded memory)."""
+    height, width = alpha.shape
+    out = np.empty(colour.shape, np.uint8)
+    rows = max(1, _CHUNK // width)
+    for top in range(0, height, rows):
+        a = alpha[top : top + rows, :, None].astype(np.uint32)
+        c = colour[top : top + rows].astype(np.uint32)
+        out[top : top + rows] = ((c * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return out
