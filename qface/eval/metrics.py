@@ -75,5 +75,5 @@ def verification_accuracy(embeddings: np.ndarray, identities: np.ndarray, folds:
             np.mean((distances[train] < t) == truth[train]) for t in candidates[:: max(len(candidates) // 400, 1)]
         ]
         threshold = candidates[:: max(len(candidates) // 400, 1)][int(np.argmax(accuracy_at))]
-        scores.append(np.mean((distances[test] < threshold) == truth[test]))
+        scores.append(np.mean((distances[test] <= threshold) == truth[test]))
     return float(np.mean(scores))
