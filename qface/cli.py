@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from qface.eval.evaluate import bias_table, markdown_table, predict_source, score_source
+    from qface.eval.evaluate import bias_table, markdown_table, predict_source, score_source, wide_table
     from qface.pipeline.analyzer import load_model
     from qface.train.trainer import TrainConfig, build_sources
 
@@ -160,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
     for name, table in biases.items():
         if table:
-            print(f"\n## subgroups of {name}\n\n{markdown_table(table)}")
+            print(f"\n## subgroups of {name}\n\n{wide_table(table)}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -6,12 +6,14 @@ named so; they are never reported as accuracy against ground truth.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from qface.eval import metrics
 from qface.model.qface import QFace
-from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS
+from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, TASKS
 from qface.train.data import Source
 
 MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy to score
@@ -37,6 +39,14 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
 
 
 def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+    """Every metric the split's labels allow; metrics with no labelled face in the split are left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty subgroups give NaN, dropped below
+        scores = _scores(source, predictions)
+    return {key: value for key, value in scores.items() if not np.isnan(value)}
+
+
+def _scores(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
     a, scores = source.arrays, {}
     if "expression" in source.tasks:
         classes = a["expression_mask"].any(0)
@@ -49,13 +59,16 @@ def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str
         truth = a["action_units"] > 0.5
         scored = [j for j in range(len(ACTION_UNITS)) if truth[:, j].sum() >= MIN_AU_POSITIVES]
         per_au = {ACTION_UNITS[j]: metrics.f1(predictions["action_units"][:, j] > 0.5, truth[:, j]) for j in scored}
-        scores["au_mean_f1"] = float(np.mean(list(per_au.values())))
-        scores.update({f"au_f1/{k}": v for k, v in per_au.items()})
+        if per_au:
+            scores["au_mean_f1"] = float(np.mean(list(per_au.values())))
+            scores.update({f"au_f1/{k}": v for k, v in per_au.items()})
     if "attributes" in source.tasks:
         columns = a["attributes_mask"].any(0)
         correct = (predictions["attributes"] > 0.5) == (a["attributes"] > 0.5)
         if columns.sum() > 1:
             scores["attributes_mean_accuracy"] = float(correct[:, columns].mean())
+        elif columns.sum() == 1:  # a data set labelling one attribute (UTKFace: Male) gets it as a headline number
+            scores[f"{CELEBA_ATTRIBUTES[int(np.flatnonzero(columns)[0])]}_accuracy"] = float(correct[:, columns].mean())
         for j in np.flatnonzero(columns):
             scores[f"attribute_accuracy/{CELEBA_ATTRIBUTES[j]}"] = float(correct[:, j].mean())
     if "age" in source.tasks:
@@ -82,10 +95,12 @@ def bias_table(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, 
         if field in a:
             for value in np.unique(a[field]):
                 groups[f"{field}={value}"] = a[field] == value
-    if "attributes" in source.tasks and a["attributes_mask"][:, 1:].any():
+    if "attributes" in source.tasks and "gender" not in a:  # CelebA; UTKFace's Male is its gender, above
         for name in ("Male", "Young"):
-            column = a["attributes"][:, CELEBA_ATTRIBUTES.index(name)] > 0.5
-            groups[f"{name}=yes"], groups[f"{name}=no"] = column, ~column
+            index = CELEBA_ATTRIBUTES.index(name)
+            if a["attributes_mask"][:, index].all():
+                column = a["attributes"][:, index] > 0.5
+                groups[f"{name}=yes"], groups[f"{name}=no"] = column, ~column
     table = {}
     for group, members in groups.items():
         subset = {k: v[members] for k, v in predictions.items()}
@@ -122,10 +137,18 @@ def selection_score(results: dict[str, dict[str, float]]) -> float:
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """Headline metrics, one row each (per-label metrics, keyed `…/label`, stay in the JSON)."""
     lines = ["| dataset | metric | value |", "|---|---|---:|"]
     for dataset, scores in results.items():
         lines += [f"| {dataset} | {k} | {v:.4f} |" for k, v in scores.items() if "/" not in k]
     return "\n".join(lines)
 
 
-__all__ = ["EXPRESSIONS", "bias_table", "evaluate_sources", "markdown_table", "predict_source", "score_source"]
+def wide_table(groups: dict[str, dict[str, float]]) -> str:
+    """One row per subgroup, one column per metric: the bias table."""
+    columns = list(dict.fromkeys(key for scores in groups.values() for key in scores))
+    lines = ["| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for group, scores in groups.items():
+        cells = [f"{scores[c]:.4g}" if c in scores else "" for c in columns]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
