@@ -72,9 +72,7 @@ def main() -> None:
             "--out",
             str(out),
         ]
-        code = subprocess.run(
-            command, env={"OMP_NUM_THREADS": str(args.threads), **dict(__import__("os").environ)}
-        ).returncode
+        code = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).returncode
         seconds = time.perf_counter() - start
         rows = list(csv.DictReader(out.open()))
     found = sum(1 for row in rows if row["face"] not in ("", None))
