@@ -116,10 +116,14 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
 
 
 def info(args: argparse.Namespace) -> int:
-    from qface.pipeline.analyzer import load_model
+    from qface.pipeline.analyzer import DEFAULT_WEIGHTS, load_model
 
     model = load_model(args.weights)
     print(f"model: {model.model_id}  backbone: {model.config.backbone['name']}  input: {model.input_size}px")
+    card = (args.weights or DEFAULT_WEIGHTS) / "MODEL_CARD.md"
+    if card.exists():  # the card's summary: data, licence, headline validation numbers
+        summary = card.read_text().split("## Summary", 1)[-1].split("\n## ", 1)[0].strip()
+        print(f"\n{summary}\n\nfull model card: {card}\n")
     for task in model.tasks:
         print(f"{task.name} ({len(task.labels)}): {', '.join(task.labels) if task.uses_queries else 'embedding'}")
     return 0
