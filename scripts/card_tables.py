@@ -1,0 +1,51 @@
+"""Tables for weights/MODEL_CARD.md from `qface eval --out` JSON files (so the card shows measured numbers only).
+
+    python scripts/card_tables.py runs/cpu_default/eval.json ablation:runs/ablation_full/eval.json ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from qface.eval.evaluate import wide_table
+
+HEADLINES = [
+    ("fer2013", "expression_accuracy_7class", "FER2013 PublicTest expression accuracy (7 classes)"),
+    ("fer2013", "expression_mean_class_accuracy_7class", "FER2013 PublicTest mean class accuracy"),
+    ("ckplus", "expression_accuracy_7class", "CK+ fold-0 expression accuracy (7 classes)"),
+    ("ckplus", "au_mean_f1", "CK+ fold-0 mean AU F1 (AUs with ≥ 10 positive faces)"),
+    ("celeba", "attributes_mean_accuracy", "CelebA val mean attribute accuracy (40)"),
+    ("utkface", "age_mae", "UTKFace val age MAE (years)"),
+    ("utkface", "age_cs5", "UTKFace val CS(5)"),
+    ("utkface", "Male_accuracy", "UTKFace val gender (Male) accuracy"),
+    ("celeba", "verification_accuracy", "CelebA val identity verification, 10-fold"),
+    ("celeba", "teacher_pose_mae", "CelebA val pose MAE vs MediaPipe teacher (°)"),
+    ("utkface", "teacher_pose_mae", "UTKFace val pose MAE vs teacher (°)"),
+    ("celeba", "teacher_landmark_nme", "CelebA val 68-landmark NME vs teacher (inter-ocular)"),
+    ("utkface", "teacher_landmark_nme", "UTKFace val 68-landmark NME vs teacher"),
+]
+
+
+def main(paths: list[str]) -> None:
+    runs = {}
+    for item in paths:
+        name, _, path = item.rpartition(":")
+        runs[name or "model"] = json.loads(open(path).read())
+    names = list(runs)
+    print("| metric | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+    for dataset, key, label in HEADLINES:
+        cells = [runs[n]["results"].get(dataset, {}).get(key) for n in names]
+        print(f"| {label} | " + " | ".join("" if c is None else f"{c:.4g}" for c in cells) + " |")
+    first = runs[names[0]]
+    for dataset, scores in first["results"].items():
+        per_label = {k.split("/", 1)[1]: {k.split("/", 1)[0]: v} for k, v in scores.items() if "/" in k}
+        if per_label:
+            print(f"\n#### {dataset}: per label\n\n{wide_table(per_label)}")
+    for dataset, table in first["bias"].items():
+        if table:
+            print(f"\n#### {dataset}: subgroups\n\n{wide_table(table)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
