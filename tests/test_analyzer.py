@@ -117,3 +117,15 @@ def test_dataframe_has_one_row_per_face(analyzer, astronaut):
     pytest.importorskip("pandas")
     frame = to_dataframe(analyzer.analyze([astronaut]), ["astronaut.png"])
     assert {"expression.happy", "pose.yaw", "box.x1", "landmarks.67.y"} <= set(frame.columns)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_the_same_face_and_answers(analyzer, astronaut_face, orientation):
+    from test_io import with_orientation
+
+    encoded = with_orientation(Image.open(SAMPLE_IMAGE).convert("RGB"), orientation, fmt="PNG")
+    face = max(analyzer.analyze(encoded), key=lambda f: f.score)
+    assert face.box == astronaut_face.box
+    assert face.top_expression == astronaut_face.top_expression
+    assert face.age == pytest.approx(astronaut_face.age, abs=0.01)
+    assert face.attributes == pytest.approx(astronaut_face.attributes, abs=1e-3)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import TINY_CONFIG
 from safetensors.torch import load_file
@@ -141,3 +142,14 @@ def test_ddp_with_two_cpu_processes_trains_and_checkpoints(config, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert len((Path(config.out) / "log.csv").read_text().splitlines()) == 4  # rank 0 logs every step once
     assert (Path(config.out) / "checkpoint" / "model.safetensors").exists()
+
+
+def test_fine_tuning_only_the_last_backbone_blocks_from_images(config):
+    config.features, config.steps, config.eval_every = False, 2, 1000
+    config.backbone_lr, config.backbone_trainable = 1e-3, ["blocks.3", "norm"]
+    model = train(config, progress=False)
+    trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("blocks.3", "norm")) for n in trainable)
+    initial = train(TrainConfig(**{**config.__dict__, "steps": 0, "out": config.out + "-0"}), progress=False)
+    moved = {n for n, p in model.backbone.named_parameters() if not torch.equal(p, initial.backbone.state_dict()[n])}
+    assert moved and moved <= trainable

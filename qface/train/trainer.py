@@ -38,6 +38,7 @@ class TrainConfig:
     steps: int = 1000
     lr: float = 1e-3
     backbone_lr: float = 0.0  # 0 freezes the backbone
+    backbone_trainable: list[str] | None = None  # with backbone_lr: only parameters under these prefixes train
     weight_decay: float = 0.05
     warmup: int = 100
     task_weights: dict = field(default_factory=dict)
@@ -128,7 +129,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
     model_config = QFaceConfig(**config.model)
     model = QFace(model_config).to(device)
     frozen = config.features or config.backbone_lr == 0
-    model.backbone.requires_grad_(not frozen)
+    for name, parameter in model.backbone.named_parameters():
+        prefixes = config.backbone_trainable
+        parameter.requires_grad_(not frozen and (prefixes is None or name.startswith(tuple(prefixes))))
     if rank == 0:
         prepare_data(config, model_config)
     if distributed:
@@ -141,7 +144,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     groups = [{"params": head_params, "lr": config.lr}]
     if not frozen:
-        groups.append({"params": list(model.backbone.parameters()), "lr": config.backbone_lr})
+        trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+        groups.append({"params": trainable, "lr": config.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config.warmup, config.steps)
