@@ -47,7 +47,10 @@ def analyze(args: argparse.Namespace) -> int:
     for folder in (args.annotate, args.attention):
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter(args.out, analyzer.tasks)
+    summary = args.summary or (args.out is None and sys.stdout.isatty())
+    if summary:
+        print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
+    writer = ResultWriter(args.out, analyzer.tasks, summary)
     failed = 0
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
     with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
@@ -188,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--detector", default="auto", help="auto (default), dlib-hog, dlib-cnn, yunet, none")
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
+    run.add_argument(
+        "--summary", action="store_true", help="readable lines instead of JSON (the default on a terminal)"
+    )
     run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
     run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")

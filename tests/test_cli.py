@@ -59,3 +59,10 @@ def test_info_lists_every_label_in_order(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "expression (8): neutral, happy, sad" in text and "AU01" in text and "5_o_Clock_Shadow" in text
+
+
+def test_summary_lines_read_like_sentences(capsys):
+    assert main(["analyze", "--summary", "--detector", "dlib-hog", "--tasks", "expression", "age", "pose"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model qface-dlib@")
+    assert lines[1].startswith("astronaut.png: face 0 at [") and "age " in lines[1] and "yaw " in lines[1]

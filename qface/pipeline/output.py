@@ -33,8 +33,31 @@ def csv_columns(tasks: list[str]) -> list[str]:
     return columns
 
 
+def summary_line(row: dict[str, Any], face: Face | None) -> str:
+    """One readable line per face for a terminal: top expression, age, pose, active AUs and attributes (p ≥ 0.5)."""
+    where = Path(row["file"]).name + (f" frame {row['frame']}" if "frame" in row else "")
+    if row.get("error"):
+        return f"{where}: ERROR {row['error']}"
+    if face is None:
+        return f"{where}: no face"
+    parts = [f"face {row['face']} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
+    if face.top_expression:
+        parts.append(f"{face.top_expression} {face.expression[face.top_expression]:.2f}")
+    if face.age is not None:
+        parts.append(f"age {face.age:.0f}")
+    if face.pose:
+        parts.append("pitch {pitch:+.0f}° yaw {yaw:+.0f}° roll {roll:+.0f}°".format(**face.pose))
+    for name, values in (("AUs", face.action_units), ("attributes", face.attributes)):
+        if values:
+            parts.append(f"{name}: " + (", ".join(k for k, v in values.items() if v >= 0.5) or "none"))
+    return f"{where}: " + " | ".join(parts)
+
+
 class ResultWriter:
-    def __init__(self, path: Path | None, tasks: list[str]):
+    """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
+
+    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False):
+        self.summary = summary and path is None
         self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
         self.csv = (
             csv.DictWriter(self.stream, csv_columns(tasks), extrasaction="ignore")
@@ -45,7 +68,9 @@ class ResultWriter:
             self.csv.writeheader()
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
-        if self.csv:
+        if self.summary:
+            self.stream.write(summary_line(row, face) + "\n")
+        elif self.csv:
             self.csv.writerow({**row, **(face.flat() if face else {})})
         else:
             self.stream.write(json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
