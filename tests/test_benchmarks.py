@@ -30,10 +30,10 @@ from qface.data.benchmarks import (
     FGNet,
     MorphII,
     Pose300WLP,
-    open_benchmark,
     pose_from_3ddfa,
     read_pts,
 )
+from qface.data.datasets import open_dataset
 from qface.tasks import ACTION_UNITS, EXPRESSIONS, POSE_ANGLES, TASKS
 
 scipy_io = pytest.importorskip("scipy.io")
@@ -79,8 +79,8 @@ def test_code_tables_are_complete_and_explicit():
     assert sorted(s for part in BP4D_PARTS for s in part) == sorted({s for part in BP4D_PARTS for s in part})
     assert sum(map(len, BP4D_PARTS)) == 41 and sum(map(len, DISFA_PARTS)) == 27
     assert set(BENCHMARKS) == {"rafdb", "affectnet", "bp4d", "disfa", "morph2", "300w_lp", "aflw2000", "fgnet", "jaffe"}
-    with pytest.raises(ValueError, match="unknown benchmark"):
-        open_benchmark("lfw", ".")
+    with pytest.raises(ValueError, match="unknown data set"):
+        open_dataset("lfw", ".")
 
 
 # --- RAF-DB --------------------------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_rafdb_codes_masks_splits_attributes(raf_root: Path):
     assert [f.meta["source"] for f in faces] == [name for name, _ in RAF_ROWS]
     assert (faces[0].meta["gender"], faces[0].meta["race"], faces[0].meta["age_group"]) == ("female", "Asian", "40-69")
     assert "gender" not in faces[1].meta  # no manual annotation file for it
-    limited = open_benchmark("rafdb", raf_root, limit=2)
+    limited = open_dataset("rafdb", raf_root, limit=2)
     assert len(limited) == 2 and [f.meta["source"] for f in limited] == ["train_00001.jpg", "train_00002.jpg"]
 
 
@@ -421,7 +421,7 @@ def jaffe_root(tmp_path: Path) -> Path:
 
 def test_jaffe_codes_grey_subjects(jaffe_root: Path):
     with pytest.warns(UserWarning, match="skipped 1 tiff"):
-        faces = list(open_benchmark("jaffe", jaffe_root))
+        faces = list(open_dataset("jaffe", jaffe_root))
     assert [EXPRESSIONS[f.labels["expression"]] for f in faces] == ["anger", "neutral", "surprise"]
     for i, face in enumerate(faces):
         check_contract(face)

@@ -328,3 +328,19 @@ def test_real_faces_are_detected_and_aligned(tmp_path: Path):
     assert info["detected"] == 4 and labels["aligned_by"].tolist() == ["dlib"] * 4
     assert chips.shape == (4, 150, 150, 3) and labels["identity"].tolist()[0] == 2937
     assert labels["coverage"].min() > 0.9 and (labels["score"] > 0.5).all()
+
+
+def test_landmarks_and_roll_are_cached_in_the_chip_frame():
+    from qface.data.chips import to_chip_frame
+
+    angle = np.radians(20)  # the face is turned 20° clockwise in the image; the chip levels it
+    scale = 2.0
+    linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    chip_to_image = np.hstack([linear, [[100.0], [50.0]]])[None]
+    chip_points = np.array([[75.0, 75.0], [0.0, 0.0], [149.0, 30.0]])
+    image_points = chip_points @ linear.T + [100.0, 50.0]
+    landmarks = np.zeros((1, 68, 2))
+    landmarks[0, :3] = image_points
+    arrays = to_chip_frame({"landmarks": landmarks, "pose": np.array([[5.0, -10.0, 23.0]])}, chip_to_image)
+    np.testing.assert_allclose(arrays["landmarks"][0, :3], chip_points / 150, atol=1e-6)
+    np.testing.assert_allclose(arrays["pose"][0], [5.0, -10.0, 3.0], atol=1e-6)

@@ -757,9 +757,3 @@ class JAFFE(Adapter):
 BENCHMARKS: dict[str, type[Adapter]] = {
     a.name: a for a in (RAFDB, AffectNet, BP4D, DISFA, MorphII, Pose300WLP, AFLW2000, FGNet, JAFFE)
 }
-
-
-def open_benchmark(name: str, root: str | Path | None = None, limit: int | None = None) -> Adapter:
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)}")
-    return BENCHMARKS[name](root, limit)

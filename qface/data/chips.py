@@ -222,6 +222,24 @@ def _label_arrays(records: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def to_chip_frame(arrays: dict[str, np.ndarray], chip_to_image: np.ndarray) -> dict[str, np.ndarray]:
+    """Adapters give landmarks in image pixels and roll in the image; the model sees levelled chips, so the cache
+    holds landmarks as fractions of the chip (pixel centres at integers, like the teacher's) and roll relative to
+    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (pipeline/analyzer.py)."""
+    arrays = dict(arrays)
+    if "landmarks" in arrays:
+        linear, offset = chip_to_image[:, :, :2], chip_to_image[:, :, 2]
+        relative = arrays["landmarks"] - offset[:, None, :]
+        arrays["landmarks"] = (np.einsum("nij,npj->npi", np.linalg.inv(linear), relative) / CHIP_SIZE).astype(
+            np.float32
+        )
+    if "pose" in arrays:
+        angle = np.degrees(np.arctan2(chip_to_image[:, 1, 0], chip_to_image[:, 0, 0]))
+        arrays["pose"] = arrays["pose"].copy()
+        arrays["pose"][:, 2] = (arrays["pose"][:, 2] - angle + 180) % 360 - 180
+    return arrays
+
+
 def _meta_arrays(metas: list[dict]) -> dict[str, np.ndarray]:
     arrays = {
         "split": np.array([m.get("split", "") for m in metas], dtype=str),
@@ -327,10 +345,11 @@ def build_chip_cache(
     chips.flush()
     del chips
 
+    labels = to_chip_frame(_label_arrays(records), transforms.astype(np.float64))
     aligned_by = np.full(count, "dlib", dtype="<U10")
     aligned_by[[i for i, _ in pending]] = "mean-shape"
     arrays = {
-        **_label_arrays(records),
+        **labels,
         **_meta_arrays(metas),
         "aligned_by": aligned_by,
         "score": scores,

@@ -375,6 +375,10 @@ DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFa
 
 
 def open_dataset(name: str, root: str | Path | None = None, limit: int | None = None) -> Adapter:
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; known: {list(DATASETS)}")
-    return DATASETS[name](root, limit)
+    """Any adapter by name: the data sets in ../shared, or the paper's benchmarks (qface/data/benchmarks.py)."""
+    from qface.data.benchmarks import BENCHMARKS
+
+    adapters = DATASETS | BENCHMARKS
+    if name not in adapters:
+        raise ValueError(f"unknown data set {name!r}; known: {list(adapters)}")
+    return adapters[name](root, limit)
