@@ -66,3 +66,20 @@ def test_summary_lines_read_like_sentences(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("model qface-dlib@")
     assert lines[1].startswith("astronaut.png: face 0 at [") and "age " in lines[1] and "yaw " in lines[1]
+
+
+def test_a_video_gives_rows_per_analyzed_frame_and_an_annotated_video(tmp_path):
+    cv2 = __import__("pytest").importorskip("cv2")
+    frame = np.ascontiguousarray(np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))[..., ::-1])
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (512, 512))
+    for _ in range(5):
+        writer.write(frame)
+    writer.release()
+    out, pictures = tmp_path / "video.csv", tmp_path / "annotated"
+    args = ["analyze", str(clip), "--stride", "2", "--detector", "dlib-hog", "--tasks", "age", "--annotate"]
+    assert main([*args, str(pictures), "--out", str(out)]) == 0
+    frames = sorted({int(row["frame"]) for row in csv.DictReader(out.open())})
+    assert frames == [0, 2, 4]
+    annotated = cv2.VideoCapture(str(pictures / "clip.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
