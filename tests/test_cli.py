@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from qface.cli import SAMPLE_IMAGE, main
@@ -69,7 +70,7 @@ def test_summary_lines_read_like_sentences(capsys):
 
 
 def test_a_video_gives_rows_per_analyzed_frame_and_an_annotated_video(tmp_path):
-    cv2 = __import__("pytest").importorskip("cv2")
+    cv2 = pytest.importorskip("cv2")
     frame = np.ascontiguousarray(np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))[..., ::-1])
     clip = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (512, 512))
