@@ -233,9 +233,9 @@ def test_hflip_moves_labels_with_the_pixels():
     assert (flipped.image == face.image[:, ::-1]).all()
     points = flipped.labels["landmarks"]
     # the point called "left eye outer corner" (36) is again on the image's left, where 45 was before, mirrored
-    assert points[36].tolist() == [30.0, 40.0] and points[45].tolist() == [70.0, 40.0]
-    assert points[48].tolist() == [35.0, 80.0] and points[54].tolist() == [65.0, 80.0]
-    assert np.allclose(points[8], [100 - face.labels["landmarks"][8][0], face.labels["landmarks"][8][1]])
+    assert points[36].tolist() == [29.0, 40.0] and points[45].tolist() == [69.0, 40.0]  # pixel c → 99 − c
+    assert points[48].tolist() == [34.0, 80.0] and points[54].tolist() == [64.0, 80.0]
+    assert np.allclose(points[8], [99 - face.labels["landmarks"][8][0], face.labels["landmarks"][8][1]])
     assert flipped.masks["landmarks"].tolist() == face.masks["landmarks"][FLIP_PERMUTATION].tolist()
     assert flipped.labels["pose"].tolist() == [10.0, -20.0, 5.0]  # pitch kept, yaw and roll negated
     assert flipped.labels["expression"] == 3 and (flipped.labels["attributes"] == face.labels["attributes"]).all()
@@ -245,22 +245,20 @@ def test_hflip_moves_labels_with_the_pixels():
     twice = hflip(flipped)
     assert (twice.image == face.image).all() and twice.meta == face.meta
     for key in face.labels:
-        assert np.allclose(twice.labels[key], face.labels[key], atol=1e-5)  # x → W − x twice: float rounding only
+        assert np.allclose(twice.labels[key], face.labels[key], atol=1e-5)  # flipped twice: float rounding only
         assert np.array_equal(twice.masks[key], face.masks[key])
 
 
-def test_hflip_normalised_matches_the_pixel_flip_on_batches():
-    face = flip_face()
-    width = face.image.shape[1]
-    normalised = face.labels["landmarks"] / np.array([width, face.image.shape[0]], np.float32)
-    pixel_flip = hflip(face).labels["landmarks"] / np.array([width, face.image.shape[0]], np.float32)
-    assert np.allclose(hflip_landmarks_normalised(normalised), pixel_flip, atol=1e-6)
+def test_hflip_normalised_matches_the_pixel_flip_of_a_chip_on_batches():
+    chip_points = np.random.default_rng(0).uniform(0, 149, (68, 2)).astype(np.float32)
+    face = LabelledFace(np.zeros((150, 150, 3), np.uint8), {"landmarks": chip_points}, {"landmarks": np.ones(68, bool)})
+    pixel_flip = hflip(face).labels["landmarks"]
+    assert np.allclose(hflip_landmarks_normalised(chip_points / 150) * 150, pixel_flip, atol=1e-4)
     batch = torch.rand(4, 68, 2)
     flipped = hflip_landmarks_normalised(batch)
     assert isinstance(flipped, torch.Tensor) and flipped.shape == batch.shape
-    assert torch.equal(flipped[:, 36, 0], 1 - batch[:, 45, 0])
+    assert torch.allclose(flipped[:, 36, 0], 149 / 150 - batch[:, 45, 0])
     assert torch.allclose(hflip_landmarks_normalised(flipped), batch)
-    assert np.allclose(hflip_landmarks_normalised(normalised[None])[0], pixel_flip, atol=1e-6)
 
 
 # --- the chip cache ------------------------------------------------------------------------------------------------

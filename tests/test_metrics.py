@@ -52,3 +52,7 @@ def test_verification_accuracy_is_perfect_for_separable_identities_and_chance_fo
     assert metrics.verification_accuracy(separable, identities) == 1.0
     noise = rng.normal(size=(100, 16))
     assert 0.35 < metrics.verification_accuracy(noise, identities) < 0.65
+
+
+def test_verification_without_same_person_pairs_is_undefined_not_a_crash():
+    assert np.isnan(metrics.verification_accuracy(np.random.default_rng(0).normal(size=(20, 8)), np.arange(20)))

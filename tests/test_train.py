@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_CONFIG
-from safetensors.torch import load_file
 
 from qface.train.features import build_feature_cache
 from qface.train.trainer import TrainConfig, learning_rate_factor, train
@@ -110,7 +109,7 @@ def test_a_killed_run_resumes_at_the_same_step_and_ends_bit_identical(config, tm
     assert 0 < len(log) < 40, "the run should have been killed part-way"
     resumed = run_cli(config_path, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    final = load_file(Path(config.out) / "checkpoint" / "model.safetensors")
+    final = torch.load(Path(config.out) / "checkpoint" / "state.pt", weights_only=True)["model"]
     for name, value in reference.state_dict().items():
         assert (final[name] == value).all(), name
 
@@ -141,7 +140,7 @@ def test_ddp_with_two_cpu_processes_trains_and_checkpoints(config, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len((Path(config.out) / "log.csv").read_text().splitlines()) == 4  # rank 0 logs every step once
-    assert (Path(config.out) / "checkpoint" / "model.safetensors").exists()
+    assert (Path(config.out) / "checkpoint" / "state.pt").exists()
 
 
 def test_fine_tuning_only_the_last_backbone_blocks_from_images(config):

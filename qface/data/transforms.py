@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qface.data.base import LabelledFace
+from qface.pipeline.align import CHIP_SIZE
 from qface.tasks import POSE_ANGLES
 
 # Left/right pairs of the 68 iBUG-300W points (0-indexed); the midline points (8, 27-30, 33, 51, 57, 62, 66) stay.
@@ -36,14 +37,16 @@ POSE_NEGATED = [POSE_ANGLES.index("yaw"), POSE_ANGLES.index("roll")]  # the angl
 
 
 def hflip_landmarks_normalised(points):
-    """Mirror (..., 68, 2) landmarks in chip-normalised coordinates (x in [0, 1]): x → 1 − x, left/right swapped.
+    """Mirror (..., 68, 2) landmarks in chip-normalised coordinates (chip pixel / CHIP_SIZE, pixel centres at
+    integers, like the teacher's): pixel c → CHIP_SIZE − 1 − c, so x → (CHIP_SIZE − 1) / CHIP_SIZE − x; left/right
+    swapped.
     Works on numpy arrays and torch tensors alike (a batch (B, 68, 2) as well as one face)."""
     flipped = points[..., FLIP_PERMUTATION, :]
     if isinstance(flipped, np.ndarray):
         flipped = flipped.copy()
     else:  # torch: advanced indexing already copied
         flipped = flipped.clone()
-    flipped[..., 0] = 1 - flipped[..., 0]
+    flipped[..., 0] = (CHIP_SIZE - 1) / CHIP_SIZE - flipped[..., 0]
     return flipped
 
 
@@ -61,12 +64,13 @@ def hflip_pose(pose):
 
 def hflip(face: LabelledFace) -> LabelledFace:
     """A new LabelledFace with the image mirrored left-right and the geometric labels moved with it; the input is
-    not modified. Landmarks are continuous pixel coordinates with the image spanning [0, width]: x → width − x."""
+    not modified. Landmarks are pixel coordinates with pixel centres at integers (dlib's and the teacher's
+    convention): x → width − 1 − x."""
     labels = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in face.labels.items()}
     masks = {k: np.array(v, copy=True) for k, v in face.masks.items()}
     if "landmarks" in labels:
         points = np.asarray(face.labels["landmarks"], dtype=np.float32)[FLIP_PERMUTATION]
-        points[:, 0] = face.image.shape[1] - points[:, 0]
+        points[:, 0] = face.image.shape[1] - 1 - points[:, 0]
         labels["landmarks"] = points
     if "landmarks" in masks:
         masks["landmarks"] = masks["landmarks"][FLIP_PERMUTATION]

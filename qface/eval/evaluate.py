@@ -23,18 +23,21 @@ MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy 
 def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Decoded outputs for every face of a split, in order (no augmentation)."""
     collected: dict[str, list[np.ndarray]] = {}
+    device = next(model.parameters()).device
+    tasks = [task for task in source.tasks if task in model.task_names(None)]
     for start in range(0, len(source), batch_size):
         inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
+        inputs = {name: values.to(device) for name, values in inputs.items()}
         if "maps" in inputs:
-            output = model.forward_cached(inputs["maps"], inputs["embedding"], source.tasks)
+            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks)
         else:
-            output = model(inputs["images"], source.tasks)
+            output = model(inputs["images"], tasks)
         decoded = {name: TASKS[name].decode(values) for name, values in output.raw.items()}
         if "identity" in model.task_names(None) and output.embedding is not None:
             decoded["identity"] = TASKS["identity"].decode(output.embedding)
         for name, values in decoded.items():
             key = next(iter(values)) if name != "age" else "years"
-            collected.setdefault(name, []).append(values[key].numpy())
+            collected.setdefault(name, []).append(values[key].float().cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}
 
 
@@ -48,41 +51,49 @@ def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str
 
 def _scores(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
     a, scores = source.arrays, {}
-    if "expression" in source.tasks:
+    tasks = [task for task in source.tasks if task in predictions]
+    taught = source.teacher_tasks  # labels from MediaPipe: scored as agreement with the teacher, named so
+    if "expression" in tasks:
         classes = a["expression_mask"].any(0)
         probs = np.where(classes, predictions["expression"], -1.0)
         labelled = a["expression_mask"].any(1)
         predicted, truth = probs.argmax(1)[labelled], a["expression"][labelled]
         scores[f"expression_accuracy_{classes.sum()}class"] = metrics.accuracy(predicted, truth)
         scores[f"expression_mean_class_accuracy_{classes.sum()}class"] = metrics.mean_class_accuracy(predicted, truth)
-    if "action_units" in source.tasks:
-        truth = a["action_units"] > 0.5
-        scored = [j for j in range(len(ACTION_UNITS)) if truth[:, j].sum() >= MIN_AU_POSITIVES]
-        per_au = {ACTION_UNITS[j]: metrics.f1(predictions["action_units"][:, j] > 0.5, truth[:, j]) for j in scored}
+    if "action_units" in tasks:  # each AU over the faces whose data set codes it
+        truth, coded = a["action_units"] > 0.5, a["action_units_mask"]
+        scored = [j for j in range(len(ACTION_UNITS)) if truth[coded[:, j], j].sum() >= MIN_AU_POSITIVES]
+        per_au = {
+            ACTION_UNITS[j]: metrics.f1(predictions["action_units"][coded[:, j], j] > 0.5, truth[coded[:, j], j])
+            for j in scored
+        }
         if per_au:
             scores["au_mean_f1"] = float(np.mean(list(per_au.values())))
             scores.update({f"au_f1/{k}": v for k, v in per_au.items()})
-    if "attributes" in source.tasks:
-        columns = a["attributes_mask"].any(0)
+    if "attributes" in tasks:  # each attribute over the faces labelling it
+        mask = a["attributes_mask"]
+        columns = mask.any(0)
         correct = (predictions["attributes"] > 0.5) == (a["attributes"] > 0.5)
+        per_attribute = {CELEBA_ATTRIBUTES[j]: float(correct[mask[:, j], j].mean()) for j in np.flatnonzero(columns)}
         if columns.sum() > 1:
-            scores["attributes_mean_accuracy"] = float(correct[:, columns].mean())
+            scores["attributes_mean_accuracy"] = float(np.mean(list(per_attribute.values())))
         elif columns.sum() == 1:  # a data set labelling one attribute (UTKFace: Male) gets it as a headline number
-            scores[f"{CELEBA_ATTRIBUTES[int(np.flatnonzero(columns)[0])]}_accuracy"] = float(correct[:, columns].mean())
-        for j in np.flatnonzero(columns):
-            scores[f"attribute_accuracy/{CELEBA_ATTRIBUTES[j]}"] = float(correct[:, j].mean())
-    if "age" in source.tasks:
+            scores[f"{next(iter(per_attribute))}_accuracy"] = next(iter(per_attribute.values()))
+        scores.update({f"attribute_accuracy/{name}": value for name, value in per_attribute.items()})
+    if "age" in tasks:
         labelled = a["age_mask"][:, 0]
         scores["age_mae"] = metrics.mae(predictions["age"][labelled], a["age"][labelled])
         scores["age_cs5"] = metrics.cumulative_score(predictions["age"][labelled], a["age"][labelled])
-    if "pose" in source.tasks:
+    if "pose" in tasks:
+        teacher = "teacher_" if "pose" in taught else ""
         labelled = a["pose_mask"].all(1)
         for j, angle in enumerate(TASKS["pose"].labels):
-            scores[f"teacher_pose_mae/{angle}"] = metrics.mae(predictions["pose"][labelled, j], a["pose"][labelled, j])
-        scores["teacher_pose_mae"] = float(np.mean([scores[f"teacher_pose_mae/{x}"] for x in TASKS["pose"].labels]))
-    if "landmarks" in source.tasks:
+            scores[f"{teacher}pose_mae/{angle}"] = metrics.mae(predictions["pose"][labelled, j], a["pose"][labelled, j])
+        scores[f"{teacher}pose_mae"] = float(np.mean([scores[f"{teacher}pose_mae/{x}"] for x in TASKS["pose"].labels]))
+    if "landmarks" in tasks:
+        teacher = "teacher_" if "landmarks" in taught else ""
         labelled = a["landmarks_mask"].all(1)
-        scores["teacher_landmark_nme"] = metrics.nme(predictions["landmarks"][labelled], a["landmarks"][labelled])
+        scores[f"{teacher}landmark_nme"] = metrics.nme(predictions["landmarks"][labelled], a["landmarks"][labelled])
     if "identity" in predictions and "identity" in a:
         scores["verification_accuracy"] = metrics.verification_accuracy(predictions["identity"], a["identity"])
     return scores
@@ -114,7 +125,7 @@ class _Subset:
     """A view of a source restricted to some faces (for per-group scores)."""
 
     def __init__(self, source: Source, members: np.ndarray):
-        self.tasks = source.tasks
+        self.tasks, self.teacher_tasks = source.tasks, source.teacher_tasks
         self.arrays = {k: v[members] for k, v in source.arrays.items()}
 
 
@@ -131,7 +142,7 @@ def selection_score(results: dict[str, dict[str, float]]) -> float:
                 parts.append(value)
             elif key == "age_mae":
                 parts.append(max(0.0, 1 - value / 10))
-            elif key == "teacher_pose_mae":
+            elif key in ("teacher_pose_mae", "pose_mae"):
                 parts.append(max(0.0, 1 - value / 20))
     return float(np.mean(parts)) if parts else 0.0
 

@@ -54,14 +54,17 @@ def verification_accuracy(embeddings: np.ndarray, identities: np.ndarray, folds:
     chosen on nine folds and scored on the tenth, accuracy averaged over folds."""
     rng = np.random.default_rng(seed)
     identities = np.asarray(identities)
-    first, second = np.triu_indices(len(identities), k=1)
-    same = np.flatnonzero(identities[first] == identities[second])
-    different = np.flatnonzero(identities[first] != identities[second])
+    groups = [np.flatnonzero(identities == identity) for identity in np.unique(identities)]
+    same = np.array([(a, b) for g in groups for k, a in enumerate(g) for b in g[k + 1 :]], dtype=np.int64)
+    candidates = rng.integers(len(identities), size=(8 * max(len(same), 1), 2))
+    different = candidates[identities[candidates[:, 0]] != identities[candidates[:, 1]]]
     count = min(len(same), len(different), 3000)
-    chosen = np.r_[rng.choice(same, count, replace=False), rng.choice(different, count, replace=False)]
+    if count < 2 * folds:  # too few same-person pairs for a 10-fold estimate
+        return float("nan")
+    pairs = np.r_[same[rng.choice(len(same), count, replace=False)], different[:count]]
     truth = np.r_[np.ones(count, bool), np.zeros(count, bool)]
-    distances = np.linalg.norm(embeddings[first[chosen]] - embeddings[second[chosen]], axis=1)
-    fold_of = rng.permutation(len(chosen)) % folds
+    distances = np.linalg.norm(embeddings[pairs[:, 0]] - embeddings[pairs[:, 1]], axis=1)
+    fold_of = rng.permutation(len(pairs)) % folds
     scores = []
     for fold in range(folds):
         train, test = fold_of != fold, fold_of == fold

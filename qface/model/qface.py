@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -100,7 +101,11 @@ class QFace(nn.Module):
         return torch.cat(ids).to(device), torch.cat(groups).to(device), slices
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
-        """images: RGB in [0, 1], (B, 3, input_size, input_size). Runs only the queries of `tasks`."""
+        """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
+        bilinear), so chips, caches and training all feed the backbone the same way. Runs only `tasks`' queries."""
+        size = self.backbone.input_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         features = self.backbone(images)
         return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
 

@@ -43,11 +43,9 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     return QFace(QFaceConfig()).to(device).eval()
 
 
-def chips_to_tensor(chips: list[np.ndarray], size: int) -> torch.Tensor:
-    batch = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float() / 255.0
-    if size != batch.shape[-1]:
-        batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear", antialias=True)
-    return batch
+def chips_to_tensor(chips: list[np.ndarray]) -> torch.Tensor:
+    """RGB uint8 chips → (N, 3, H, W) floats in [0, 1] (QFace resizes to its backbone's input size)."""
+    return torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float() / 255.0
 
 
 @dataclass
@@ -132,17 +130,18 @@ class FaceAnalyzer:
 
     @torch.inference_mode()
     def _run(self, chips: list[np.ndarray], part: list[_Pending]) -> list[Face]:
-        batch = chips_to_tensor(chips, self.model.input_size).to(self.device)
-        output = self.model(batch, self.tasks)
+        output = self.model(chips_to_tensor(chips).to(self.device), self.tasks)
         decoded = {name: TASKS[name].decode(raw) for name, raw in output.raw.items()}
         if "identity" in self.tasks and output.embedding is not None:
             decoded["identity"] = TASKS["identity"].decode(output.embedding)
+        decoded = {task: {k: v.float().cpu() for k, v in values.items()} for task, values in decoded.items()}
+        attention = [layer.cpu() for layer in output.attention]
         faces = []
         for i, item in enumerate(part):
             face = self._face(item, {task: {k: v[i] for k, v in values.items()} for task, values in decoded.items()})
-            if self.keep_attention and output.attention:
+            if self.keep_attention and attention:
                 face.attention = {
-                    name: torch.stack([layer[i, rows] for layer in output.attention]).numpy()
+                    name: torch.stack([layer[i, rows] for layer in attention]).numpy()
                     for name, rows in output.query_slices.items()
                 }
             faces.append(face)

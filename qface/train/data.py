@@ -28,13 +28,15 @@ class Source:
     ):
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
+        taught = {}
         if (self.folder / TEACHER_FILE).exists():
-            arrays.update(np.load(self.folder / TEACHER_FILE))
+            taught = dict(np.load(self.folder / TEACHER_FILE))
+            arrays.update(taught)
         self.index = np.flatnonzero(arrays["split"] == split)
         self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
         labelled = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
         self.tasks = [t for t in labelled if tasks is None or t in tasks]  # `tasks`: train only these
-        self.teacher_tasks = [t for t in ("pose", "landmarks") if t in self.tasks]
+        self.teacher_tasks = [t for t in self.tasks if f"{t}_mask" in taught]  # never reported as ground truth
         if features:
             cached = self.folder / features
             self.maps, self.maps_flipped = (np.load(cached / f"maps{s}.npy", mmap_mode="r") for s in ("", "_flipped"))

@@ -48,7 +48,7 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
     }
     for start in tqdm(range(meta["done"], len(chips), batch_size), desc=f"features {chips_folder}"):
         batch = torch.from_numpy(np.array(chips[start : start + batch_size])).permute(0, 3, 1, 2).float() / 255
-        if batch.shape[-1] != model.input_size:
+        if batch.shape[-1] != model.input_size:  # the same resize as QFace.forward
             size = (model.input_size, model.input_size)
             batch = torch.nn.functional.interpolate(batch, size=size, mode="bilinear", antialias=True)
         for suffix, images in (("", batch), ("_flipped", batch.flip(-1))):

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from qface.model.qface import QFace, QFaceConfig
@@ -207,25 +206,28 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, best: dict) -> None:
-    """Written to a temporary name and renamed, so a kill mid-write never leaves a broken checkpoint."""
+    """One file, written under a temporary name and renamed: a kill mid-write never leaves a checkpoint whose
+    parts disagree. Loaded with `weights_only=True` (tensors and plain containers only, no pickled code)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, folder / "model.tmp")
     state = {
+        "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": step,
         "best": json.dumps(best),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     torch.save(state, folder / "state.tmp")
-    os.replace(folder / "model.tmp", folder / "model.safetensors")
     os.replace(folder / "state.tmp", folder / "state.pt")
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, dict]:
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    state = torch.load(folder / "state.pt", weights_only=True)
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"], json.loads(state["best"])
