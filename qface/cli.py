@@ -50,7 +50,8 @@ def analyze(args: argparse.Namespace) -> int:
     summary = args.summary or (args.out is None and sys.stdout.isatty())
     if summary:
         print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
-    writer = ResultWriter(args.out, analyzer.tasks, summary)
+    writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model)
+    args.picture_names = {}
     failed = 0
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
     with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
@@ -66,28 +67,63 @@ def analyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _report(writer, path: Path, error: Exception) -> int:
+    print(f"error: {path}: {error}", file=sys.stderr)
+    writer.error(str(path), error)
+    return 1
+
+
+def _picture_name(path: Path, used: dict[str, int]) -> str:
+    """The file's stem, made unique within the run (photos/a/001.jpg and photos/b/001.jpg must not collide)."""
+    used[path.stem] = used.get(path.stem, 0) + 1
+    return path.stem if used[path.stem] == 1 else f"{path.stem}_{used[path.stem]}"
+
+
 def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
-    """One group of images: each decoded on its own (a bad file is reported and skipped), faces batched together."""
+    """One group of images: decoded one by one, their faces analysed in one batch. Whatever goes wrong with one
+    file (undecodable, or a detector/alignment error) is reported as its error row; the others go on."""
     from qface.pipeline.io import load_image
-    from qface.viz.draw import annotate, attention_panel
 
     decoded, failed = [], 0
     for path in paths:
         try:
             decoded.append((path, load_image(path)))
         except (OSError, ValueError) as error:
-            failed += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
-            writer.error(str(path), error)
-    results = analyzer.analyze_arrays([image for _, image in decoded])
+            failed += _report(writer, path, error)
+    try:
+        results = analyzer.analyze_arrays([image for _, image in decoded])
+    except Exception:  # one image broke the batch: redo them one at a time so that only that one is lost
+        results = [_analyze_one(analyzer, image) for _, image in decoded]
     for (path, image), faces in zip(decoded, results):
+        if isinstance(faces, Exception):
+            failed += _report(writer, path, faces)
+            continue
         writer.faces(str(path), faces)
-        if args.annotate:
-            annotate(image, faces).save(args.annotate / f"{path.stem}.jpg", quality=92)
-        if args.attention:
-            for index, face in enumerate(faces):
-                attention_panel(face).save(args.attention / f"{path.stem}_face{index}.png")
+        try:
+            _write_pictures(path, image, faces, args)
+        except (OSError, ValueError) as error:
+            print(f"error: {path}: pictures not written: {error}", file=sys.stderr)
+            failed += 1
     return failed
+
+
+def _analyze_one(analyzer, image: np.ndarray):
+    try:
+        return analyzer.analyze_arrays([image])[0]
+    except Exception as error:  # reported by the caller as this file's error row
+        return error
+
+
+def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespace) -> None:
+    from qface.viz.draw import annotate, attention_panel
+
+    name = _picture_name(path, args.picture_names)
+    if args.annotate:
+        annotate(image, faces).save(args.annotate / f"{name}.jpg", quality=92)
+    if args.attention:
+        for index, face in enumerate(faces):
+            if face.attention:  # tasks without label queries (identity alone) have no attention to show
+                attention_panel(face).save(args.attention / f"{name}_face{index}.png")
 
 
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
@@ -96,26 +132,23 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
 
     from qface.viz.draw import annotate
 
+    out = None
     try:
-        out = None
         for frame in analyzer.analyze_video(path, args.stride):
             writer.faces(str(path), frame.faces, frame.index, frame.seconds)
             if args.annotate:
                 picture = np.ascontiguousarray(np.asarray(annotate(frame.image, frame.faces))[..., ::-1])
                 if out is None:
-                    size = (picture.shape[1], picture.shape[0])
-                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                    out = cv2.VideoWriter(
-                        str(args.annotate / f"{path.stem}.mp4"), fourcc, frame.fps / args.stride, size
-                    )
+                    size, fourcc = (picture.shape[1], picture.shape[0]), cv2.VideoWriter_fourcc(*"mp4v")
+                    name = _picture_name(path, args.picture_names)
+                    out = cv2.VideoWriter(str(args.annotate / f"{name}.mp4"), fourcc, frame.fps / args.stride, size)
                 out.write(picture)
+        return 0
+    except Exception as error:  # a broken or unreadable video is one error row, not the end of the run
+        return _report(writer, path, error)
+    finally:
         if out is not None:
             out.release()
-        return 0
-    except (OSError, ValueError) as error:
-        print(f"error: {path}: {error}", file=sys.stderr)
-        writer.error(str(path), error)
-        return 1
 
 
 def info(args: argparse.Namespace) -> int:

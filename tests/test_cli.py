@@ -21,6 +21,7 @@ def make_folder(tmp_path):
     (folder / "broken.jpg").write_bytes(SAMPLE_IMAGE.read_bytes()[:2000])  # a truncated file
     (folder / "empty.png").write_bytes(b"")
     shutil.copy(SAMPLE_IMAGE, folder / "nested" / "again.png")
+    shutil.copy(SAMPLE_IMAGE, folder / "nested" / "astronaut.png")  # the same name in another folder
     return folder
 
 
@@ -35,6 +36,7 @@ def test_a_folder_with_bad_files_is_analyzed_to_csv_and_the_failures_are_reporte
         by_file.setdefault(row["file"].split("/")[-1], []).append(row)
     assert set(by_file) == {"astronaut.png", "blank.jpg", "broken.jpg", "empty.png"}  # not recursive
     assert by_file["blank.jpg"][0]["face"] == "" and not by_file["blank.jpg"][0]["error"]
+    assert by_file["blank.jpg"][0]["model"].startswith("qface-dlib@")  # every row says which model answered
     assert "empty" in by_file["empty.png"][0]["error"]
     assert by_file["broken.jpg"][0]["error"]
     face = by_file["astronaut.png"][0]
@@ -52,6 +54,7 @@ def test_recursive_jsonl_with_annotations_and_attention_maps(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["file"].split("/")[-1] for row in rows} == {"astronaut.png", "blank.jpg", "again.png"}
     assert (pictures / "again.jpg").exists() and (pictures / "blank.jpg").exists()
+    assert (pictures / "astronaut.jpg").exists() and (pictures / "astronaut_2.jpg").exists()
     panel = Image.open(attention / "astronaut_face0.png")
     assert panel.width == 7 * 150  # the chip and six label queries
 
@@ -84,3 +87,22 @@ def test_a_video_gives_rows_per_analyzed_frame_and_an_annotated_video(tmp_path):
     assert frames == [0, 2, 4]
     annotated = cv2.VideoCapture(str(pictures / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_an_image_that_breaks_the_detector_is_one_error_row_and_its_batch_mates_survive(tmp_path, monkeypatch):
+    from qface.pipeline.analyzer import FaceAnalyzer
+
+    folder = make_folder(tmp_path)
+    analyze_arrays = FaceAnalyzer.analyze_arrays
+
+    def fragile(self, images):
+        if any(image.shape[:2] == (120, 160) for image in images):  # blank.jpg
+            raise RuntimeError("detector failure")
+        return analyze_arrays(self, images)
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_arrays", fragile)
+    out = tmp_path / "r.jsonl"
+    assert main(["analyze", str(folder), "--detector", "dlib-hog", "--tasks", "age", "--out", str(out)]) == 1
+    rows = {row["file"].split("/")[-1]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert rows["blank.jpg"]["error"] == "RuntimeError: detector failure"
+    assert rows["astronaut.png"]["age"] > 0

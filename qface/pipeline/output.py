@@ -15,7 +15,7 @@ from qface.tasks import TASKS
 BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
 
 
-def csv_columns(tasks: list[str]) -> list[str]:
+def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
     """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
     for task in tasks:
@@ -29,7 +29,7 @@ def csv_columns(tasks: list[str]) -> list[str]:
         elif task == "landmarks":
             columns += [f"landmarks.{i}.{axis}" for i in range(len(labels)) for axis in "xy"]
         elif task == "identity":
-            columns += [f"embedding.{i}" for i in range(128)]
+            columns += [f"embedding.{i}" for i in range(embedding_dim)]
     return columns
 
 
@@ -56,11 +56,16 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
 class ResultWriter:
     """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
 
-    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False):
+    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None):
         self.summary = summary and path is None
+        self.model_id = model.model_id if model is not None else None  # on every row, faces or not
         self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
         self.csv = (
-            csv.DictWriter(self.stream, csv_columns(tasks), extrasaction="ignore")
+            csv.DictWriter(
+                self.stream,
+                csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128),
+                extrasaction="ignore",
+            )
             if path and path.suffix == ".csv"
             else None
         )
@@ -68,6 +73,8 @@ class ResultWriter:
             self.csv.writeheader()
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
+        if self.model_id:
+            row = {**row, "model": self.model_id}
         if self.summary:
             self.stream.write(summary_line(row, face) + "\n")
         elif self.csv:

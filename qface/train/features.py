@@ -35,8 +35,10 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
     out = cache_folder(Path(chips_folder), backbone, grid)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"backbone": backbone, "grid": grid, "count": len(chips), "done": 0}
-    if (out / "meta.json").exists():
-        meta = {**meta, "done": json.loads((out / "meta.json").read_text())["done"]}
+    if (out / "meta.json").exists():  # resume only a cache of these very chips, backbone and grid
+        previous = json.loads((out / "meta.json").read_text())
+        if all(previous.get(key) == meta[key] for key in ("backbone", "grid", "count")):
+            meta["done"] = previous["done"]
     mode = "r+" if meta["done"] else "w+"
     shapes = {"maps": (sum(model.stage_channels), grid, grid), "embedding": (max(model.embedding_dim, 1),)}
     arrays = {
