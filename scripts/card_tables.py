@@ -1,6 +1,6 @@
 """Tables for weights/MODEL_CARD.md from `qface eval --out` JSON files (so the card shows measured numbers only).
 
-    python scripts/card_tables.py runs/cpu_default/eval.json ablation:runs/ablation_full/eval.json ...
+python scripts/card_tables.py runs/cpu_default/eval.json ablation:runs/ablation_full/eval.json ...
 """
 
 from __future__ import annotations
