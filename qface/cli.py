@@ -187,6 +187,14 @@ def evaluate(args: argparse.Namespace) -> int:
     from qface.train.trainer import TrainConfig, build_sources
 
     config = TrainConfig.from_yaml(args.config)
+    missing = [spec["folder"] for spec in config.datasets.values() if not Path(spec["folder"], "labels.npz").exists()]
+    if missing:
+        print(
+            f"error: no chip cache in {', '.join(missing)}: build it with `qface train {args.config}` (which builds "
+            "every cache first) or `python -m qface.data.chips`",
+            file=sys.stderr,
+        )
+        return 2
     model = load_model(args.weights)
     config.features = config.features and not args.no_cache
     results, biases = {}, {}

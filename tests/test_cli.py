@@ -106,3 +106,10 @@ def test_an_image_that_breaks_the_detector_is_one_error_row_and_its_batch_mates_
     rows = {row["file"].split("/")[-1]: row for row in map(json.loads, out.read_text().splitlines())}
     assert rows["blank.jpg"]["error"] == "RuntimeError: detector failure"
     assert rows["astronaut.png"]["age"] > 0
+
+
+def test_eval_without_caches_says_how_to_build_them(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"datasets:\n  celeba: {{folder: {tmp_path / 'missing'}}}\n")
+    assert main(["eval", "--config", str(config)]) == 2
+    assert "qface train" in capsys.readouterr().err
