@@ -156,3 +156,21 @@ def test_a_model_on_an_mae_style_vit_saves_and_loads_with_its_style(tmp_path):
     model.save(tmp_path / "mae")
     loaded = QFace.load(tmp_path / "mae")
     assert torch.equal(loaded(images()).raw["age"], model(images()).raw["age"])
+
+
+def test_a_frozen_pretrained_backbone_is_left_out_of_the_file_and_rebuilt_from_its_source(tmp_path):
+    torch.manual_seed(0)
+    model = QFace(QFaceConfig(dim=32, grid=3, decoder_layers=1, heads=4, ffn_dim=64)).eval()  # dlib backbone
+    model.save(tmp_path / "small", pretrained_backbone=True)
+    assert (tmp_path / "small" / "model.safetensors").stat().st_size < 2 * 2**20  # dlib's 22 MB stay in its package
+    loaded = QFace.load(tmp_path / "small")
+    x = torch.rand(1, 3, 150, 150)
+    assert torch.equal(loaded(x).raw["age"], model(x).raw["age"])
+    with torch.no_grad():
+        model.backbone.fc.weight.mul_(1.01)
+    try:
+        model.save(tmp_path / "changed", pretrained_backbone=True)
+    except ValueError as error:
+        assert "differs" in str(error)
+    else:
+        raise AssertionError("a fine-tuned backbone must not be replaced by the pretrained one on load")

@@ -36,6 +36,9 @@ class QFaceConfig:
     dropout: float = 0.1
     last_stage_only: bool = False  # ablation: fuse only the deepest stage
     shared_query: bool = False  # ablation: one query per task instead of one per label
+    # "file": the backbone's weights are in model.safetensors; "pretrained": an unchanged (frozen) pretrained
+    # backbone is rebuilt from its own source at load time (dlib's file in face-recognition-models), not copied.
+    backbone_weights: str = "file"
 
 
 @dataclass
@@ -136,18 +139,31 @@ class QFace(nn.Module):
             decoded["identity"] = task_registry.TASKS["identity"].decode(output.embedding)
         return decoded
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, pretrained_backbone: bool = False) -> None:
+        """`pretrained_backbone=True` leaves an unchanged pretrained backbone out of the file (it is rebuilt from its
+        source on load); it is refused if the backbone's weights differ from that source."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        weights = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        config = replace(self.config, backbone_weights="pretrained" if pretrained_backbone else "file")
+        if pretrained_backbone:
+            source = build_backbone(**self.config.backbone).state_dict()
+            if any(not torch.equal(v.cpu(), source[k]) for k, v in self.backbone.state_dict().items()):
+                raise ValueError("the backbone differs from its pretrained source: save it in the file")
+            weights = {k: v for k, v in weights.items() if not k.startswith("backbone.")}
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+        save_file(weights, directory / WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> QFace:
         """Builds the model from config.json and fills every weight from model.safetensors (no pickle)."""
         directory = Path(directory)
         config = QFaceConfig(**json.loads((directory / CONFIG_FILE).read_text()))
-        backbone_spec = {**config.backbone, "pretrained": False}
-        model = cls(config, build_backbone(**backbone_spec))
-        model.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(device)))
+        from_source = config.backbone_weights == "pretrained"
+        model = cls(config, build_backbone(**{**config.backbone, "pretrained": from_source}))
+        missing, unexpected = model.load_state_dict(
+            load_file(directory / WEIGHTS_FILE, device=str(device)), strict=False
+        )
+        if unexpected or [k for k in missing if not (from_source and k.startswith("backbone."))]:
+            raise ValueError(f"{directory}: weights do not fit the config: missing {missing}, unexpected {unexpected}")
         return model.to(device).eval()
