@@ -32,10 +32,7 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
             output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks)
         else:
             output = model(inputs["images"], tasks)
-        decoded = {name: TASKS[name].decode(values) for name, values in output.raw.items()}
-        if "identity" in model.task_names(None) and output.embedding is not None:
-            decoded["identity"] = TASKS["identity"].decode(output.embedding)
-        for name, values in decoded.items():
+        for name, values in output.decoded(identity="identity" in model.task_names(None)).items():
             key = next(iter(values)) if name != "age" else "years"
             collected.setdefault(name, []).append(values[key].float().cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}

@@ -48,6 +48,14 @@ class QFaceOutput:
     query_slices: dict[str, slice]  # task → its rows in the attention maps
     embedding: torch.Tensor | None  # the backbone's own descriptor (identity)
 
+    def decoded(self, identity: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+        """Every task's read-out (probabilities, years, degrees, crop-normalised points; the identity embedding
+        when asked for and the backbone has one)."""
+        decoded = {name: task_registry.TASKS[name].decode(raw) for name, raw in self.raw.items()}
+        if identity and self.embedding is not None:
+            decoded["identity"] = task_registry.TASKS["identity"].decode(self.embedding)
+        return decoded
+
 
 class QFace(nn.Module):
     def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
@@ -133,11 +141,7 @@ class QFace(nn.Module):
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Decoded outputs per task (probabilities, years, degrees, crop-normalised points, embeddings)."""
-        output = self(images, tasks)
-        decoded = {name: task_registry.TASKS[name].decode(raw) for name, raw in output.raw.items()}
-        if output.embedding is not None and "identity" in self.task_names(tasks):
-            decoded["identity"] = task_registry.TASKS["identity"].decode(output.embedding)
-        return decoded
+        return self(images, tasks).decoded(identity="identity" in self.task_names(tasks))
 
     def save(self, directory: str | Path, pretrained_backbone: bool = False) -> None:
         """`pretrained_backbone=True` leaves an unchanged pretrained backbone out of the file (it is rebuilt from its

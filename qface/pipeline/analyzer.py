@@ -131,10 +131,10 @@ class FaceAnalyzer:
     @torch.inference_mode()
     def _run(self, chips: list[np.ndarray], part: list[_Pending]) -> list[Face]:
         output = self.model(chips_to_tensor(chips).to(self.device), self.tasks)
-        decoded = {name: TASKS[name].decode(raw) for name, raw in output.raw.items()}
-        if "identity" in self.tasks and output.embedding is not None:
-            decoded["identity"] = TASKS["identity"].decode(output.embedding)
-        decoded = {task: {k: v.float().cpu() for k, v in values.items()} for task, values in decoded.items()}
+        decoded = {
+            task: {k: v.float().cpu() for k, v in values.items()}
+            for task, values in output.decoded(identity="identity" in self.tasks).items()
+        }
         attention = [layer.cpu() for layer in output.attention]
         faces = []
         for i, item in enumerate(part):
