@@ -39,7 +39,13 @@ def analyze(args: argparse.Namespace) -> int:
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
-        args.weights, args.tasks, args.detector, batch_size=args.batch_size, attention=bool(args.attention), **options
+        args.weights,
+        args.tasks,
+        args.detector,
+        batch_size=args.batch_size,
+        attention=bool(args.attention),
+        mirror=args.mirror,
+        **options,
     )
     if analyzer.model.config.version == "untrained":
         print("note: no trained weights found — outputs come from an UNTRAINED model", file=sys.stderr)
@@ -229,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("paths", nargs="*", type=Path)
     run.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     run.add_argument("--tasks", nargs="+", choices=list(TASKS), help="only these tasks (default: all)")
-    run.add_argument("--detector", default="auto", help="auto (default), dlib-hog, dlib-cnn, yunet, none")
+    run.add_argument(
+        "--detector",
+        default="auto",
+        help="auto (default), dlib-hog, dlib-cnn, yunet, crop (each image is one face crop), none",
+    )
+    run.add_argument(
+        "--mirror", action=argparse.BooleanOptionalAction, default=False, help="average each face with its mirror image"
+    )
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(

@@ -70,12 +70,14 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def expression_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Cross-entropy over the classes the sample's dataset has (FER2013 has no contempt, CK+ no neutral)."""
-    logits = raw[..., 0].masked_fill(~mask, float("-inf"))
+    """Cross-entropy over the classes the sample's dataset has (FER2013 has no contempt, CK+ no neutral). The target
+    is a class index, or a (B, classes) label distribution (FER+ crowd votes), which teaches every class's negatives."""
     labelled = mask.any(dim=1)
-    safe_logits = torch.where(labelled[:, None], logits, torch.zeros_like(logits))
-    losses = F.cross_entropy(safe_logits, target.clamp(min=0), reduction="none")
-    return _masked_mean(losses, labelled)
+    logits = raw[..., 0].masked_fill(~mask, float("-inf"))
+    logits = torch.where(labelled[:, None], logits, torch.zeros_like(logits))
+    soft = target if target.is_floating_point() else F.one_hot(target.clamp(min=0), mask.shape[1]).to(raw.dtype)
+    log_probs = torch.log_softmax(logits, dim=-1).masked_fill(~mask, 0.0)
+    return _masked_mean(-(soft * log_probs).sum(-1), labelled)
 
 
 def binary_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:

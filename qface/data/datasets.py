@@ -62,6 +62,9 @@ UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 UTKFACE_VAL_BUCKETS = 10  # zlib.crc32(file name) % 10 == 0 → "val" (a fixed 10 %), else "train"
 UTKFACE_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_[^_]+\.jpg\.chip\.jpg$")
 
+W300_SUBSETS = ("helen_train", "afw")
+W300_VAL_BUCKETS = 5  # zlib.crc32(photo id) % 5 == 0 → "val": a fixed ~20 % of the photos (all of a photo's faces)
+
 CELEBA_VALUES = {"1": 1.0, "-1": 0.0}
 CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}
 
@@ -371,7 +374,58 @@ class CelebA(Adapter):
             )
 
 
-DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFace, CelebA)}
+# --- 300-W (HELEN train + AFW) -------------------------------------------------------------------------------------
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """A 300-W `.pts` file (with or without its `version/n_points/{ }` header) → (N, 2) float32 as written."""
+    rows = [line.split() for line in path.read_text(encoding="ascii").splitlines()]
+    points = [(float(row[0]), float(row[1])) for row in rows if len(row) == 2 and row[0][0] in "-.0123456789"]
+    return np.asarray(points, np.float32)
+
+
+def w300_split(stem: str) -> str:
+    """By photo (`<photo id>_<face number>`), so faces of one photo never straddle train and val."""
+    photo = stem.rsplit("_", 1)[0]
+    return "val" if zlib.crc32(photo.encode("utf-8")) % W300_VAL_BUCKETS == 0 else "train"
+
+
+class W300(Adapter):
+    """300-W faces (HELEN train + AFW) with human iBUG-68 landmarks: `manifest.csv` + `<subset>/<stem>.jpg/.pts`.
+
+    The files keep 300-W's 1-based (Matlab) pixel convention through a resize by `scale`; the adapter converts to
+    qface's (0-based pixel centres): p − 1 + 0.5 × (1 − scale)."""
+
+    name = "300w"
+    tasks = ("landmarks",)
+
+    @cached_property
+    def _rows(self) -> list[dict[str, str]]:
+        with open(self.root / "manifest.csv", newline="", encoding="ascii") as stream:
+            return [row for row in csv.DictReader(stream) if row["subset"] in W300_SUBSETS]
+
+    def __len__(self) -> int:
+        return self._cap(len(self._rows))
+
+    def __iter__(self) -> Iterator[LabelledFace]:
+        for row in self._rows[: len(self)]:
+            folder = self.root / row["subset"]
+            points = read_pts(folder / f"{row['stem']}.pts")
+            if points.shape != (68, 2):
+                raise ValueError(f"300w {row['stem']}: {len(points)} points, expected 68")
+            yield LabelledFace(
+                image=_read_image(folder / f"{row['stem']}.jpg"),
+                labels={"landmarks": points - 1.0 + 0.5 * (1.0 - float(row["scale"]))},
+                masks={"landmarks": np.ones(68, bool)},
+                meta={
+                    "split": w300_split(row["stem"]),
+                    "subject": row["stem"].rsplit("_", 1)[0],
+                    "source": row["stem"],
+                },
+            )
+
+
+DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFace, CelebA, W300)}
 
 
 def open_dataset(name: str, root: str | Path | None = None, limit: int | None = None) -> Adapter:

@@ -13,7 +13,7 @@ import torch
 
 from qface.eval import metrics
 from qface.model.qface import QFace
-from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, TASKS
+from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS
 from qface.train.data import Source
 
 MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy to score
@@ -29,7 +29,7 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
         inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
         inputs = {name: values.to(device) for name, values in inputs.items()}
         if "maps" in inputs:
-            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks)
+            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
         else:
             output = model(inputs["images"], tasks)
         for name, values in output.decoded(identity="identity" in model.task_names(None)).items():
@@ -50,13 +50,13 @@ def _scores(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, flo
     a, scores = source.arrays, {}
     tasks = [task for task in source.tasks if task in predictions]
     taught = source.teacher_tasks  # labels from MediaPipe: scored as agreement with the teacher, named so
-    if "expression" in tasks:
-        classes = a["expression_mask"].any(0)
-        probs = np.where(classes, predictions["expression"], -1.0)
+    if "expression" in tasks:  # argmax over all outputs, as a user gets it: no class is masked out
+        predicted = predictions["expression"].argmax(1)
         labelled = a["expression_mask"].any(1)
-        predicted, truth = probs.argmax(1)[labelled], a["expression"][labelled]
-        scores[f"expression_accuracy_{classes.sum()}class"] = metrics.accuracy(predicted, truth)
-        scores[f"expression_mean_class_accuracy_{classes.sum()}class"] = metrics.mean_class_accuracy(predicted, truth)
+        scores.update(_expression_scores("expression", predicted[labelled], a["expression"][labelled]))
+        if "ferplus_majority" in a:  # FER+'s protocol: the faces with a majority label, 8 classes
+            voted = a["ferplus_majority"] >= 0
+            scores.update(_expression_scores("ferplus", predicted[voted], a["ferplus_majority"][voted]))
     if "action_units" in tasks:  # each AU over the faces whose data set codes it
         truth, coded = a["action_units"] > 0.5, a["action_units_mask"]
         scored = [j for j in range(len(ACTION_UNITS)) if truth[coded[:, j], j].sum() >= MIN_AU_POSITIVES]
@@ -94,6 +94,22 @@ def _scores(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, flo
     if "identity" in predictions and "identity" in a:
         scores["verification_accuracy"] = metrics.verification_accuracy(predictions["identity"], a["identity"])
     return scores
+
+
+def _expression_scores(prefix: str, predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    scores = {
+        f"{prefix}_accuracy": metrics.accuracy(predicted, truth),
+        f"{prefix}_mean_class_accuracy": metrics.mean_class_accuracy(predicted, truth),
+    }
+    for k, name in enumerate(EXPRESSIONS):
+        if (truth == k).any():
+            scores[f"{prefix}_recall/{name}"] = float((predicted[truth == k] == k).mean())
+    return scores
+
+
+def confusion(predicted: np.ndarray, truth: np.ndarray, classes: int = len(EXPRESSIONS)) -> np.ndarray:
+    """Rows: true class, columns: predicted class (counts)."""
+    return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
 def bias_table(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -135,12 +151,14 @@ def selection_score(results: dict[str, dict[str, float]]) -> float:
     parts = []
     for scores in results.values():
         for key, value in scores.items():
-            if key.startswith("expression_accuracy") or key in ("au_mean_f1", "attributes_mean_accuracy"):
+            if key in ("expression_accuracy", "ferplus_accuracy", "au_mean_f1", "attributes_mean_accuracy"):
                 parts.append(value)
             elif key == "age_mae":
                 parts.append(max(0.0, 1 - value / 10))
             elif key in ("teacher_pose_mae", "pose_mae"):
                 parts.append(max(0.0, 1 - value / 20))
+            elif key == "landmark_nme":  # human landmarks (300-W)
+                parts.append(max(0.0, 1 - value / 0.2))
     return float(np.mean(parts)) if parts else 0.0
 
 

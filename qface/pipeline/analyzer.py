@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qface.data.transforms import hflip_landmarks_normalised, hflip_pose
 from qface.model.qface import QFace, QFaceConfig
 from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
@@ -75,13 +76,17 @@ class FaceAnalyzer:
         device: str = "cpu",
         batch_size: int = 32,
         attention: bool = False,
+        mirror: bool = False,
         **detector_options,
     ):
-        """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation."""
+        """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation.
+        `mirror=True` averages every answer with the mirrored face's (one more network pass per face), so a face and
+        its mirror image get the same answers; the identity embedding stays the plain face's (its threshold was
+        calibrated on plain faces)."""
         self.model = load_model(weights, device)
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
-        self.device, self.batch_size, self.keep_attention = device, batch_size, attention
+        self.device, self.batch_size, self.keep_attention, self.mirror = device, batch_size, attention, mirror
 
     def analyze(self, images: ImageInput | list[ImageInput], bgr: bool = False) -> list[Face] | list[list[Face]]:
         """One input → its faces; a list of inputs → one face list per input (no face: an empty list)."""
@@ -92,7 +97,7 @@ class FaceAnalyzer:
     def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches."""
         pending = [
-            _Pending(index, detection, align(image, detection.shape))
+            _Pending(index, detection, detection.aligned or align(image, detection.shape))
             for index, image in enumerate(images)
             for detection in self.detector(image)
         ]
@@ -130,11 +135,12 @@ class FaceAnalyzer:
 
     @torch.inference_mode()
     def _run(self, chips: list[np.ndarray], part: list[_Pending]) -> list[Face]:
-        output = self.model(chips_to_tensor(chips).to(self.device), self.tasks)
-        decoded = {
-            task: {k: v.float().cpu() for k, v in values.items()}
-            for task, values in output.decoded(identity="identity" in self.tasks).items()
-        }
+        images = chips_to_tensor(chips).to(self.device)
+        output = self.model(images, self.tasks)
+        decoded = output.decoded(identity="identity" in self.tasks)
+        if self.mirror:
+            decoded = average_with_mirror(decoded, self.model(images.flip(-1), self.tasks).decoded(identity=False))
+        decoded = {task: {k: v.float().cpu() for k, v in values.items()} for task, values in decoded.items()}
         attention = [layer.cpu() for layer in output.attention]
         faces = []
         for i, item in enumerate(part):
@@ -177,6 +183,24 @@ class FaceAnalyzer:
         if "identity" in out:
             face.embedding = rounded(out["identity"]["embedding"].numpy(), 6)
         return face
+
+
+def average_with_mirror(
+    plain: dict[str, dict[str, torch.Tensor]], mirrored: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Decoded outputs of faces and of their mirror images → their average, the mirror's geometry mapped back
+    (yaw and roll negated, landmarks mirrored and re-indexed left↔right). Tasks only in `plain` are kept as they are."""
+    unmirror = {"pose": {"degrees": hflip_pose}, "landmarks": {"points": hflip_landmarks_normalised}}
+    averaged = {}
+    for task, values in plain.items():
+        if task not in mirrored:
+            averaged[task] = values
+            continue
+        averaged[task] = {
+            key: (value + unmirror.get(task, {}).get(key, lambda x: x)(mirrored[task][key])) / 2
+            for key, value in values.items()
+        }
+    return averaged
 
 
 def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qface.data.ferplus import FERPLUS_FILE
 from qface.data.transforms import hflip_landmark_mask, hflip_landmarks_normalised, hflip_pose
 from qface.tasks import TASKS
 
@@ -25,13 +26,17 @@ class Source:
         features: str | None = None,
         flip: bool = False,
         tasks: list[str] | None = None,
+        tuned: bool = False,
     ):
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
         taught = {}
         if (self.folder / TEACHER_FILE).exists():
-            taught = dict(np.load(self.folder / TEACHER_FILE))
+            teacher = dict(np.load(self.folder / TEACHER_FILE))
+            taught = {k: v for k, v in teacher.items() if k.removesuffix("_mask") not in arrays}  # humans first
             arrays.update(taught)
+        if (self.folder / FERPLUS_FILE).exists():  # FER+ vote distributions replace FER2013's single labels
+            arrays.update(np.load(self.folder / FERPLUS_FILE))
         self.index = np.flatnonzero(arrays["split"] == split)
         self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
         labelled = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
@@ -39,13 +44,19 @@ class Source:
         self.teacher_tasks = [t for t in self.tasks if f"{t}_mask" in taught]  # never reported as ground truth
         if features:
             cached = self.folder / features
-            self.maps, self.maps_flipped = (np.load(cached / f"maps{s}.npy", mmap_mode="r") for s in ("", "_flipped"))
-            self.embedding, self.embedding_flipped = (
-                np.load(cached / f"embedding{s}.npy", mmap_mode="r") for s in ("", "_flipped")
-            )
+            # plain and mirrored arrays; `tuned_input` is the input of a fine-tuned backbone's first tuned level
+            names = ("maps", "embedding", "tuned_input") if tuned else ("maps", "embedding")
+            self.cached = {
+                name: tuple(np.load(cached / f"{name}{s}.npy", mmap_mode="r") for s in ("", "_flipped"))
+                for name in names
+            }
         else:
             self.chips = np.load(self.folder / "chips.npy", mmap_mode="r")
         self.uses_features = features is not None
+
+    def target_key(self, task: str) -> str:
+        """The array a task trains on: FER+'s vote distribution where present, else the task's own labels."""
+        return "expression_soft" if task == "expression" and "expression_soft" in self.arrays else task
 
     def __len__(self) -> int:
         return len(self.index)
@@ -61,8 +72,9 @@ class Source:
         """Inputs, targets and masks of the faces at `positions`. With `rng` and `flip`, half are mirrored: the
         chip itself, or its mirrored features (cached beside the plain ones), and the pose and landmark labels."""
         rows = self.index[positions]
-        targets = {t: torch.from_numpy(np.array(self.arrays[t][positions])) for t in self.tasks}
-        masks = {t: torch.from_numpy(np.array(self.arrays[f"{t}_mask"][positions])).bool() for t in self.tasks}
+        keys = {t: self.target_key(t) for t in self.tasks}
+        targets = {t: torch.from_numpy(np.array(self.arrays[key][positions])) for t, key in keys.items()}
+        masks = {t: torch.from_numpy(np.array(self.arrays[f"{key}_mask"][positions])) for t, key in keys.items()}
         mirrored = np.zeros(len(rows), bool)
         if rng is not None and self.flip:
             mirrored = rng.random(len(rows)) < 0.5
@@ -71,10 +83,7 @@ class Source:
                 name: torch.from_numpy(
                     np.where(mirrored.reshape(-1, *[1] * (plain.ndim - 1)), flipped[rows], plain[rows])
                 ).float()
-                for name, plain, flipped in (
-                    ("maps", self.maps, self.maps_flipped),
-                    ("embedding", self.embedding, self.embedding_flipped),
-                )
+                for name, (plain, flipped) in self.cached.items()
             }
         else:
             images = torch.from_numpy(np.array(self.chips[rows])).permute(0, 3, 1, 2).float() / 255

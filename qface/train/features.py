@@ -5,6 +5,8 @@ Layout of one cache folder (one per dataset, beside the chips it was made from):
     maps.npy       float16 (N, sum of stage channels, grid, grid): `MultiStageFusion.resample` of every stage
     embedding.npy  float32 (N, E): the backbone's own descriptor
     maps_flipped.npy, embedding_flipped.npy   the same for the horizontally mirrored chips
+    tuned_input.npy, tuned_input_flipped.npy  float16 (N, C, H, W), only for a backbone with `tuned_from`: the input
+                   of its first tuned level, from which training runs the tuned levels live
     meta.json      the backbone spec and grid it was made with, so a mismatched model is refused
 """
 
@@ -41,9 +43,16 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
             meta["done"] = previous["done"]
     mode = "r+" if meta["done"] else "w+"
     shapes = {"maps": (sum(model.stage_channels), grid, grid), "embedding": (max(model.embedding_dim, 1),)}
+    tuned_from = backbone.get("tuned_from")
+    captured = {}
+    if tuned_from is not None:  # the tuned levels' input, caught on its way in
+        model.levels[tuned_from].register_forward_pre_hook(lambda _, inputs: captured.update(x=inputs[0]))
+        probe = model(torch.zeros(1, 3, model.input_size, model.input_size))
+        del probe
+        shapes["tuned_input"] = tuple(captured["x"].shape[1:])
     arrays = {
         name + suffix: np.lib.format.open_memmap(
-            out / f"{name}{suffix}.npy", mode, np.float16 if name == "maps" else np.float32, (len(chips), *shape)
+            out / f"{name}{suffix}.npy", mode, np.float32 if name == "embedding" else np.float16, (len(chips), *shape)
         )
         for name, shape in shapes.items()
         for suffix in ("", "_flipped")
@@ -58,6 +67,8 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
             arrays["maps" + suffix][start : start + len(batch)] = torch.cat(
                 [resample(stage, grid) for stage in features.stages], 1
             ).numpy()
+            if tuned_from is not None:
+                arrays["tuned_input" + suffix][start : start + len(batch)] = captured["x"].numpy()
             if features.embedding is not None:
                 arrays["embedding" + suffix][start : start + len(batch)] = features.embedding.numpy()
         meta["done"] = start + len(batch)

@@ -21,6 +21,8 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from qface.data.datasets import default_root
+from qface.data.ferplus import FERPLUS_FILE, build_ferplus_labels
 from qface.model.qface import QFace, QFaceConfig
 from qface.tasks import TASKS
 from qface.train.data import TEACHER_FILE, Source
@@ -66,7 +68,10 @@ class TrainingStep(torch.nn.Module):
         outputs = []
         for batch in batches:
             if "maps" in batch:
-                outputs.append(self.model.forward_cached(batch["maps"], batch["embedding"], batch["tasks"]).raw)
+                output = self.model.forward_cached(
+                    batch["maps"], batch["embedding"], batch["tasks"], batch.get("tuned_input")
+                )
+                outputs.append(output.raw)
             else:
                 outputs.append(self.model(batch["images"], batch["tasks"]).raw)
         return outputs
@@ -92,6 +97,8 @@ def prepare_data(config: TrainConfig, model_config: QFaceConfig) -> None:
             from qface.data.chips import build_chip_cache
 
             build_chip_cache(name, out_root=folder.parent)
+        if spec.get("ferplus") and not (folder / FERPLUS_FILE).exists():
+            build_ferplus_labels(folder, default_root("fer2013") / "ferplus_votes.csv")
         if spec.get("teacher") and not (folder / TEACHER_FILE).exists():
             from qface.teacher import label_chip_cache
 
@@ -107,8 +114,9 @@ def len_chips(folder: Path) -> int:
 
 def build_sources(config: TrainConfig, model_config: QFaceConfig, split: str) -> dict[str, Source]:
     features = features_name(model_config) if config.features else None
+    tuned = config.features and "tuned_from" in model_config.backbone
     return {
-        name: Source(spec["folder"], split, features, config.flip and split == "train", spec.get("tasks"))
+        name: Source(spec["folder"], split, features, config.flip and split == "train", spec.get("tasks"), tuned)
         for name, spec in config.datasets.items()
     }
 
@@ -127,9 +135,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
     torch.manual_seed(config.seed)
     model_config = QFaceConfig(**config.model)
     model = QFace(model_config).to(device)
-    frozen = config.features or config.backbone_lr == 0
+    frozen = config.backbone_lr == 0
+    tuned_from = model_config.backbone.get("tuned_from")
+    if config.features and not frozen and tuned_from is None:
+        raise ValueError("training from cached features fine-tunes only a backbone's `tuned_from` levels: set it")
     for name, parameter in model.backbone.named_parameters():
         prefixes = config.backbone_trainable
+        if config.features and prefixes is None:  # the cache holds the input of the tuned levels, nothing earlier
+            prefixes = [f"levels.{i}." for i in range(tuned_from, len(model.backbone.levels))] if not frozen else []
         parameter.requires_grad_(not frozen and (prefixes is None or name.startswith(tuple(prefixes))))
     if rank == 0:
         prepare_data(config, model_config)
