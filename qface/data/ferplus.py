@@ -10,9 +10,10 @@ qface/train/data.py):
     expression_soft       (N, 8) float32  the vote distribution over tasks.EXPRESSIONS (votes / emotion votes)
     expression_soft_mask  (N, 8) bool     all True where the face is usable, all False where it is not: most votes
                                           say unknown or not-a-face, or no emotion got a vote
-    ferplus_majority      (N,) int64      FER+'s majority label: the class with more than half of all ten votes
-                                          (unknown and not-a-face included), -1 where there is none — the usual
-                                          FER+ "majority" protocol, which scores only faces that have one
+    ferplus_majority      (N,) int64      FER+'s majority label, -1 where there is none. FER+'s "majority" protocol:
+                                          single votes are dropped as outliers, then a class needs more than half
+                                          of the remaining votes (unknown and not-a-face count) and must be an
+                                          emotion; only faces with a majority label are scored
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ NON_EMOTIONS = ("unknown", "NF")
 
 
 def read_votes(path: str | Path) -> dict[int, np.ndarray]:
-    """row → (10,) votes: the 8 emotions in tasks.EXPRESSIONS order, then unknown and not-a-face."""
+    """row → (10,) votes: the 8 emotions in tasks.EXPRESSIONS order, then unknown and not-a-face. Rows of
+    duplicated pictures may sum to 9-13 votes (the mean of their copies' votes), hence distributions, not counts."""
     order = [next(c for c, ours in FERPLUS_COLUMNS.items() if ours == name) for name in EXPRESSIONS]
     with open(path, newline="", encoding="utf-8") as stream:
         return {
             int(row["row"]): np.array([float(row[c]) for c in (*order, *NON_EMOTIONS)], np.float32)
             for row in csv.DictReader(stream)
+            if row["match"] != "none"  # FER+ dropped the image: no votes
         }
 
 
@@ -53,8 +56,9 @@ def vote_labels(votes: np.ndarray) -> dict[str, np.ndarray]:
     emotions = votes[:, : len(EXPRESSIONS)]
     emotion_votes = emotions.sum(1)
     usable = (emotion_votes > 0) & (emotion_votes >= votes[:, len(EXPRESSIONS) :].sum(1))
-    top = votes.argmax(1)
-    has_majority = (top < len(EXPRESSIONS)) & (votes.max(1) > 0.5 * votes.sum(1))
+    kept = np.where(votes > 1, votes, 0.0)  # FER+'s reference protocol drops single votes as outliers first
+    top = kept.argmax(1)
+    has_majority = (top < len(EXPRESSIONS)) & (kept.max(1) > 0.5 * kept.sum(1))
     return {
         "expression_soft": (emotions / np.maximum(emotion_votes, 1)[:, None]).astype(np.float32),
         "expression_soft_mask": np.repeat(usable[:, None], len(EXPRESSIONS), axis=1),

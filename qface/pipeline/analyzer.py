@@ -139,7 +139,7 @@ class FaceAnalyzer:
         output = self.model(images, self.tasks)
         decoded = output.decoded(identity="identity" in self.tasks)
         if self.mirror:
-            decoded = average_with_mirror(decoded, self.model(images.flip(-1), self.tasks).decoded(identity=False))
+            decoded = average_with_mirror(decoded, self.model(images.flip(-1), self.tasks).decoded())
         decoded = {task: {k: v.float().cpu() for k, v in values.items()} for task, values in decoded.items()}
         attention = [layer.cpu() for layer in output.attention]
         faces = []
@@ -189,11 +189,12 @@ def average_with_mirror(
     plain: dict[str, dict[str, torch.Tensor]], mirrored: dict[str, dict[str, torch.Tensor]]
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Decoded outputs of faces and of their mirror images → their average, the mirror's geometry mapped back
-    (yaw and roll negated, landmarks mirrored and re-indexed left↔right). Tasks only in `plain` are kept as they are."""
+    (yaw and roll negated, landmarks mirrored and re-indexed left↔right). The identity embedding stays the plain
+    face's: the same-person threshold was calibrated on plain faces."""
     unmirror = {"pose": {"degrees": hflip_pose}, "landmarks": {"points": hflip_landmarks_normalised}}
     averaged = {}
     for task, values in plain.items():
-        if task not in mirrored:
+        if task not in mirrored or task == "identity":
             averaged[task] = values
             continue
         averaged[task] = {
