@@ -11,19 +11,21 @@ import sys
 from qface.eval.evaluate import wide_table
 
 HEADLINES = [
-    ("fer2013", "expression_accuracy_7class", "FER2013 PublicTest expression accuracy (7 classes)"),
-    ("fer2013", "expression_mean_class_accuracy_7class", "FER2013 PublicTest mean class accuracy"),
-    ("ckplus", "expression_accuracy_7class", "CK+ fold-0 expression accuracy (7 classes)"),
+    ("fer2013", "expression_accuracy", "FER2013 PublicTest, original labels, argmax over all 8 outputs"),
+    ("fer2013", "expression_mean_class_accuracy", "FER2013 PublicTest mean class accuracy (original labels)"),
+    ("fer2013", "ferplus_accuracy", "FER+ PublicTest, majority label, 8 classes"),
+    ("fer2013", "ferplus_mean_class_accuracy", "FER+ PublicTest mean class accuracy"),
+    ("ckplus", "expression_accuracy", "CK+ fold-0 expression accuracy (argmax over all 8 outputs)"),
     ("ckplus", "au_mean_f1", "CK+ fold-0 mean AU F1 (AUs with ≥ 10 positive faces)"),
     ("celeba", "attributes_mean_accuracy", "CelebA val mean attribute accuracy (40)"),
     ("utkface", "age_mae", "UTKFace val age MAE (years)"),
     ("utkface", "age_cs5", "UTKFace val CS(5)"),
     ("utkface", "Male_accuracy", "UTKFace val gender (Male) accuracy"),
     ("celeba", "verification_accuracy", "CelebA val identity verification, 10-fold"),
+    ("300w", "landmark_nme", "300-W held-out faces, 68-point NME (inter-ocular, human labels)"),
     ("celeba", "teacher_pose_mae", "CelebA val pose MAE vs MediaPipe teacher (°)"),
     ("utkface", "teacher_pose_mae", "UTKFace val pose MAE vs teacher (°)"),
     ("celeba", "teacher_landmark_nme", "CelebA val 68-landmark NME vs teacher (inter-ocular)"),
-    ("utkface", "teacher_landmark_nme", "UTKFace val 68-landmark NME vs teacher"),
 ]
 
 
