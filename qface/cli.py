@@ -188,7 +188,14 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from qface.eval.evaluate import bias_table, markdown_table, predict_source, score_source, wide_table
+    from qface.eval.evaluate import (
+        bias_table,
+        confusion,
+        markdown_table,
+        predict_source,
+        score_source,
+        wide_table,
+    )
     from qface.pipeline.analyzer import load_model
     from qface.train.trainer import TrainConfig, build_sources
 
@@ -203,14 +210,19 @@ def evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.weights)
     config.features = config.features and not args.no_cache
-    results, biases = {}, {}
+    results, biases, confusions = {}, {}, {}
     for name, source in build_sources(config, model.config, args.split).items():
         if not len(source):
             continue
         predictions = predict_source(model, source)
         results[name] = score_source(source, predictions)
         biases[name] = bias_table(source, predictions)
+        if "ferplus_majority" in source.arrays:  # rows: FER+ majority label, columns: argmax over all outputs
+            voted = source.arrays["ferplus_majority"] >= 0
+            predicted = predictions["expression"][voted].argmax(1)
+            confusions[name] = confusion(predicted, source.arrays["ferplus_majority"][voted]).tolist()
     report = {"model": model.model_id, "split": args.split, "results": results, "bias": biases}
+    report["ferplus_confusion"] = confusions
     print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
     for name, table in biases.items():
         if table:

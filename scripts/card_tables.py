@@ -9,6 +9,7 @@ import json
 import sys
 
 from qface.eval.evaluate import wide_table
+from qface.tasks import EXPRESSIONS
 
 HEADLINES = [
     ("fer2013", "expression_accuracy", "FER2013 PublicTest, original labels, argmax over all 8 outputs"),
@@ -41,9 +42,18 @@ def main(paths: list[str]) -> None:
         print(f"| {label} | " + " | ".join("" if c is None else f"{c:.4g}" for c in cells) + " |")
     first = runs[names[0]]
     for dataset, scores in first["results"].items():
-        per_label = {k.split("/", 1)[1]: {k.split("/", 1)[0]: v} for k, v in scores.items() if "/" in k}
+        per_label: dict[str, dict[str, float]] = {}
+        for key, value in scores.items():
+            if "/" in key:
+                metric, label = key.split("/", 1)
+                per_label.setdefault(label, {})[metric] = value
         if per_label:
             print(f"\n#### {dataset}: per label\n\n{wide_table(per_label)}")
+    for dataset, matrix in first.get("ferplus_confusion", {}).items():
+        print(f"\n#### {dataset}: FER+ confusion (rows: majority label, columns: top_expression)\n")
+        print("| | " + " | ".join(EXPRESSIONS) + " |\n|---|" + "---:|" * len(EXPRESSIONS))
+        for name, row in zip(EXPRESSIONS, matrix):
+            print(f"| {name} | " + " | ".join(str(count) for count in row) + " |")
     for dataset, table in first["bias"].items():
         if table:
             print(f"\n#### {dataset}: subgroups\n\n{wide_table(table)}")

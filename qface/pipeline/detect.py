@@ -472,8 +472,8 @@ def get_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
 
     Names: "dlib-hog", "dlib-cnn", "yunet", "crop" (the image is a face crop), "none", and "auto" (the default):
     YuNet, the most accurate and the fastest (bench/detectors.md), when its ONNX file is given as `model=` or in
-    $QFACE_YUNET_MODEL, else dlib-hog, which needs nothing beyond dlib's bundled models. With "auto", give only options both accept (max_side,
-    landmarks="68")."""
+    $QFACE_YUNET_MODEL, else dlib-hog, which needs nothing beyond dlib's bundled models. With "auto", give only
+    options both accept (max_side, landmarks="68")."""
     if name == "auto":
         model = options.pop("model", None) or os.environ.get(YUNET_MODEL_ENV)
         if model and Path(model).is_file():
