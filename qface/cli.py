@@ -253,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (default), dlib-hog, dlib-cnn, yunet, crop (each image is one face crop), none",
     )
     run.add_argument(
-        "--mirror", action=argparse.BooleanOptionalAction, default=False, help="average each face with its mirror image"
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average each face's answers with its mirror image's (default; --no-mirror: one network pass per face)",
     )
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
