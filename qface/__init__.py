@@ -1,3 +1,3 @@
 """qface — multi-task face analysis with Task-adaptive Q-Face."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
