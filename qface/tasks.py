@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-Tensor = torch.Tensor
+if TYPE_CHECKING:  # torch is imported inside the functions: labels and result fields are readable without it
+    from torch import Tensor
 
 EXPRESSIONS = (
     "neutral",
@@ -71,6 +70,9 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 def expression_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Cross-entropy over the classes the sample's dataset has (FER2013 has no contempt, CK+ no neutral)."""
+    import torch
+    import torch.nn.functional as F
+
     logits = raw[..., 0].masked_fill(~mask, float("-inf"))
     labelled = mask.any(dim=1)
     safe_logits = torch.where(labelled[:, None], logits, torch.zeros_like(logits))
@@ -80,6 +82,8 @@ def expression_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 def binary_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Per-label binary cross-entropy (action units, attributes), only where the dataset codes the label."""
+    import torch.nn.functional as F
+
     losses = F.binary_cross_entropy_with_logits(raw[..., 0], target.float(), reduction="none")
     return _masked_mean(losses, mask)
 
@@ -87,6 +91,9 @@ def binary_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 def age_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Label-distribution learning: cross-entropy to a Gaussian around the true age, plus L1 on the
     expectation (in decades) so the read-out, not only the shape, is trained."""
+    import torch
+    import torch.nn.functional as F
+
     log_probs = F.log_softmax(raw[:, 0], dim=-1)
     years = torch.arange(MAX_AGE + 1, dtype=raw.dtype, device=raw.device)
     soft = torch.softmax(-0.5 * ((years - target[:, None]) / AGE_SIGMA) ** 2, dim=-1)
@@ -96,6 +103,8 @@ def age_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def pose_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    import torch.nn.functional as F
+
     return _masked_mean(F.smooth_l1_loss(raw[..., 0], target / POSE_SCALE, reduction="none", beta=0.05), mask)
 
 
@@ -105,14 +114,20 @@ def landmark_loss(raw: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def decode_expression(raw: Tensor) -> dict[str, Tensor]:
+    import torch
+
     return {"probs": torch.softmax(raw[..., 0], dim=-1)}
 
 
 def decode_binary(raw: Tensor) -> dict[str, Tensor]:
+    import torch
+
     return {"probs": torch.sigmoid(raw[..., 0])}
 
 
 def decode_age(raw: Tensor) -> dict[str, Tensor]:
+    import torch
+
     distribution = torch.softmax(raw[:, 0], dim=-1)
     years = torch.arange(MAX_AGE + 1, dtype=raw.dtype, device=raw.device)
     return {"years": (distribution * years).sum(-1), "distribution": distribution}
@@ -127,6 +142,8 @@ def decode_landmarks(raw: Tensor) -> dict[str, Tensor]:
 
 
 def decode_identity(embedding: Tensor) -> dict[str, Tensor]:
+    import torch.nn.functional as F
+
     return {"embedding": F.normalize(embedding, dim=-1), "descriptor": embedding}
 
 

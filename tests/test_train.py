@@ -15,8 +15,9 @@ import torch
 import yaml
 from conftest import TINY_CONFIG
 
+from qface.train.config import TrainConfig
 from qface.train.features import build_feature_cache
-from qface.train.trainer import TrainConfig, learning_rate_factor, train
+from qface.train.trainer import learning_rate_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,9 +44,10 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from qface.data.datasets import DATASETS, open_dataset
-from qface.model.backbones.dlib_resnet import dlib_model_path
+from qface.data.datasets import DATASETS
+from qface.data.registry import open_dataset
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, align, chip_to_image_transform
+from qface.resources import dlib_model_path
 from qface.tasks import TASKS
 
 # Tuned on a few hundred faces per data set (detection rate at margin 0 / ms per face): upscaling the short side to
@@ -225,7 +226,7 @@ def _label_arrays(records: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
 def to_chip_frame(arrays: dict[str, np.ndarray], chip_to_image: np.ndarray) -> dict[str, np.ndarray]:
     """Adapters give landmarks in image pixels and roll in the image; the model sees levelled chips, so the cache
     holds landmarks as fractions of the chip (pixel centres at integers, like the teacher's) and roll relative to
-    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (pipeline/analyzer.py)."""
+    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (analyzer.py)."""
     arrays = dict(arrays)
     if "landmarks" in arrays:
         linear, offset = chip_to_image[:, :, :2], chip_to_image[:, :, 2]

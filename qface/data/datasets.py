@@ -24,12 +24,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from qface.data.base import LabelledFace, to_rgb
+from qface.data.base import Adapter, LabelledFace, label_mask, read_image, to_rgb
 from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # --- label codes -------------------------------------------------------------------------------------------------
 
@@ -69,48 +66,10 @@ CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}
 # --- masks shared by every face of a data set ----------------------------------------------------------------------
 
 
-def _mask(names: tuple[str, ...] | list[str], keep) -> np.ndarray:
-    return np.array([keep(name) for name in names], dtype=bool)
-
-
-FER2013_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "contempt")
-CKPLUS_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "neutral")
-UTKFACE_ATTRIBUTE_MASK = _mask(CELEBA_ATTRIBUTES, lambda name: name == "Male")
+FER2013_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "contempt")
+CKPLUS_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "neutral")
+UTKFACE_ATTRIBUTE_MASK = label_mask(CELEBA_ATTRIBUTES, lambda name: name == "Male")
 MALE = CELEBA_ATTRIBUTES.index("Male")
-
-
-def default_root(name: str) -> Path:
-    return SHARED_DATA / name
-
-
-class Adapter:
-    """Base: an iterable of LabelledFace over one data set; subclasses set `name`, `tasks` and `_items`."""
-
-    name: str = ""
-    tasks: tuple[str, ...] = ()
-
-    def __init__(self, root: str | Path | None = None, limit: int | None = None):
-        self.root = Path(root) if root is not None else default_root(self.name)
-        self.limit = limit
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.name}: no data folder {self.root}")
-
-    def _cap(self, count: int) -> int:
-        return count if self.limit is None else min(count, self.limit)
-
-    def __iter__(self) -> Iterator[LabelledFace]:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.root)!r}, limit={self.limit})"
-
-
-def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return to_rgb(np.asarray(image.convert("L") if image.mode in ("L", "I;16", "I", "1") else image.convert("RGB")))
 
 
 # --- FER2013 -------------------------------------------------------------------------------------------------------
@@ -224,7 +183,7 @@ class CKPlus(Adapter):
             coded = action_units is not None  # a sequence absent from facs.csv has unknown AUs (masked out)
             fold = folds[row["subject"]]
             yield LabelledFace(
-                image=_read_image(self.root / row["file"]),
+                image=read_image(self.root / row["file"]),
                 labels={
                     "expression": CKPLUS_EXPRESSIONS[row["emotion"]],
                     "action_units": action_units.copy() if coded else np.zeros(len(ACTION_UNITS), np.float32),
@@ -296,7 +255,7 @@ class UTKFace(Adapter):
             attributes = np.zeros(len(CELEBA_ATTRIBUTES), np.float32)
             attributes[MALE] = 1.0 if UTKFACE_GENDERS[gender] == "male" else 0.0
             yield LabelledFace(
-                image=_read_image(path),
+                image=read_image(path),
                 labels={"age": float(age), "attributes": attributes},
                 masks={"age": np.ones(1, bool), "attributes": UTKFACE_ATTRIBUTE_MASK.copy()},
                 meta={
@@ -360,7 +319,7 @@ class CelebA(Adapter):
     def __iter__(self) -> Iterator[LabelledFace]:
         for file_name, attributes in self._rows[: len(self)]:
             yield LabelledFace(
-                image=_read_image(self.root / "img_align_celeba" / file_name),
+                image=read_image(self.root / "img_align_celeba" / file_name),
                 labels={"attributes": attributes.copy()},
                 masks={"attributes": np.ones(len(CELEBA_ATTRIBUTES), bool)},
                 meta={
@@ -372,13 +331,3 @@ class CelebA(Adapter):
 
 
 DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFace, CelebA)}
-
-
-def open_dataset(name: str, root: str | Path | None = None, limit: int | None = None) -> Adapter:
-    """Any adapter by name: the data sets in ../shared, or the paper's benchmarks (qface/data/benchmarks.py)."""
-    from qface.data.benchmarks import BENCHMARKS
-
-    adapters = DATASETS | BENCHMARKS
-    if name not in adapters:
-        raise ValueError(f"unknown data set {name!r}; known: {list(adapters)}")
-    return adapters[name](root, limit)

@@ -11,10 +11,10 @@ import warnings
 import numpy as np
 import torch
 
+from qface.data.source import Source
 from qface.eval import metrics
 from qface.model.qface import QFace
 from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, TASKS
-from qface.train.data import Source
 
 MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy to score
 

@@ -52,9 +52,9 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from qface.model.backbones.dlib_resnet import dlib_model_path
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, chip_to_image_transform
 from qface.pipeline.io import ImageInput, detection_view, load_image
+from qface.resources import dlib_model_path
 
 DEFAULT_DETECTOR = "auto"  # yunet where its model file is given (or in $QFACE_YUNET_MODEL), else dlib-hog
 YUNET_MODEL_ENV = "QFACE_YUNET_MODEL"

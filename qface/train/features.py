@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from qface.data.source import features_folder as cache_folder
 from qface.model.backbones import build_backbone
 from qface.model.fusion import resample
-
-
-def cache_folder(chips_folder: Path, backbone: dict, grid: int) -> Path:
-    return Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
 
 
 @torch.inference_mode()

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,37 +20,13 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from qface.data.source import TEACHER_FILE, features_folder
 from qface.model.qface import QFace, QFaceConfig
 from qface.tasks import TASKS
-from qface.train.data import TEACHER_FILE, Source
-from qface.train.features import build_feature_cache, cache_folder
+from qface.train.config import TrainConfig
+from qface.train.features import build_feature_cache
 
 CHECKPOINT = "checkpoint"
-
-
-@dataclass
-class TrainConfig:
-    model: dict = field(default_factory=dict)  # QFaceConfig fields
-    datasets: dict = field(default_factory=dict)  # name → {"folder": ..., "batch_size": ...}
-    out: str = "runs/default"
-    steps: int = 1000
-    lr: float = 1e-3
-    backbone_lr: float = 0.0  # 0 freezes the backbone
-    backbone_trainable: list[str] | None = None  # with backbone_lr: only parameters under these prefixes train
-    weight_decay: float = 0.05
-    warmup: int = 100
-    task_weights: dict = field(default_factory=dict)
-    features: bool = True  # train from the frozen-backbone feature cache (the CPU path)
-    flip: bool = True  # mirror half the chips (image path only)
-    eval_every: int = 250
-    checkpoint_every: int = 250
-    seed: int = 0
-    grad_clip: float = 1.0
-    threads: int = 0  # torch CPU threads (0: torch's default)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return cls(**yaml.safe_load(Path(path).read_text()))
 
 
 class TrainingStep(torch.nn.Module):
@@ -79,10 +54,6 @@ def learning_rate_factor(step: int, warmup: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
-def features_name(model_config: QFaceConfig) -> str:
-    return cache_folder(Path(), model_config.backbone, model_config.grid).name
-
-
 def prepare_data(config: TrainConfig, model_config: QFaceConfig) -> None:
     """Builds whatever cache the config needs and lacks, so `qface train CONFIG` alone reproduces a model: aligned
     chips (from ../shared through the dataset adapters), teacher labels (`teacher: true`), frozen features."""
@@ -96,21 +67,13 @@ def prepare_data(config: TrainConfig, model_config: QFaceConfig) -> None:
             from qface.teacher import label_chip_cache
 
             label_chip_cache(folder)
-        features = folder / features_name(model_config) / "meta.json"
+        features = features_folder(folder, model_config.backbone, model_config.grid) / "meta.json"
         if config.features and (not features.exists() or json.loads(features.read_text())["done"] < len_chips(folder)):
             build_feature_cache(folder, model_config.backbone, model_config.grid)
 
 
 def len_chips(folder: Path) -> int:
     return len(np.load(folder / "chips.npy", mmap_mode="r"))
-
-
-def build_sources(config: TrainConfig, model_config: QFaceConfig, split: str) -> dict[str, Source]:
-    features = features_name(model_config) if config.features else None
-    return {
-        name: Source(spec["folder"], split, features, config.flip and split == "train", spec.get("tasks"))
-        for name, spec in config.datasets.items()
-    }
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> QFace:
@@ -135,8 +98,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
         prepare_data(config, model_config)
     if distributed:
         dist.barrier()
-    sources = build_sources(config, model_config, "train")
-    validation = build_sources(config, model_config, "val")
+    sources = config.sources("train", model_config.backbone, model_config.grid)
+    validation = config.sources("val", model_config.backbone, model_config.grid)
     runner = TrainingStep(model)
     if distributed:
         runner = torch.nn.parallel.DistributedDataParallel(runner, find_unused_parameters=True)

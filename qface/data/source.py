@@ -14,6 +14,11 @@ from qface.tasks import TASKS
 TEACHER_FILE = "teacher_mediapipe.npz"
 
 
+def features_folder(chips_folder: str | Path, backbone: dict, grid: int) -> Path:
+    """Where the frozen-backbone features of a chip cache live (qface/train/features.py builds them)."""
+    return Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
+
+
 class Source:
     """One dataset split. Knows which tasks it labels, and draws deterministic batches: batch `step` is a
     pure function of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""

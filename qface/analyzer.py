@@ -2,7 +2,7 @@
 
     analyzer = FaceAnalyzer()                      # the bundled default model, detector "auto"
     faces = analyzer.analyze("photo.jpg")          # a path, bytes, PIL image or RGB array (bgr=True for OpenCV)
-    batch = analyzer.analyze([a, b, c])            # a list in → a list of face lists out; one network pass per batch
+    batch = analyzer.analyze_batch([a, b, c])      # one face list per image; one network pass for all their faces
 
 Every face of a batch of images goes through the network together, and one backbone pass serves every task.
 """
@@ -10,7 +10,7 @@ Every face of a batch of images goes through the network together, and one backb
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +22,9 @@ from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
 from qface.pipeline.io import ImageInput, load_image
 from qface.pipeline.results import Face, rounded
+from qface.resources import DEFAULT_WEIGHTS
 from qface.tasks import TASKS
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
 # of the CelebA training identities (96.7 % there, 96.4 % on the validation identities; weights/MODEL_CARD.md).
 # dlib's descriptors have norm ~1.5, so its own rule (0.6 on raw descriptors) is 0.4 here.
@@ -83,11 +83,15 @@ class FaceAnalyzer:
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention = device, batch_size, attention
 
-    def analyze(self, images: ImageInput | list[ImageInput], bgr: bool = False) -> list[Face] | list[list[Face]]:
-        """One input → its faces; a list of inputs → one face list per input (no face: an empty list)."""
-        if isinstance(images, list):
-            return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
-        return self.analyze_arrays([load_image(images, bgr=bgr)])[0]
+    def analyze(self, image: ImageInput, bgr: bool = False) -> list[Face]:
+        """One image → its faces (none: an empty list). For several images use `analyze_batch`."""
+        if isinstance(image, list | tuple):
+            raise TypeError("analyze() takes one image; analyze_batch() takes a list of them")
+        return self.analyze_arrays([load_image(image, bgr=bgr)])[0]
+
+    def analyze_batch(self, images: Iterable[ImageInput], bgr: bool = False) -> list[list[Face]]:
+        """Several images → one face list per image, in order; their faces share network batches."""
+        return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
 
     def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches."""

@@ -1,0 +1,57 @@
+"""A training run as one YAML file: the model (QFaceConfig fields), the data sets with their chip caches, and the
+optimisation settings. `qface train` and `qface eval` both read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qface.resources import require
+
+if TYPE_CHECKING:
+    from qface.data.source import Source
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; `datasets` maps an adapter name (qface.data.registry) to its chip-cache folder,
+    batch size and options (`tasks`: train only these; `teacher: true`: add MediaPipe labels)."""
+
+    model: dict = field(default_factory=dict)  # QFaceConfig fields
+    datasets: dict = field(default_factory=dict)  # name → {"folder": ..., "batch_size": ...}
+    out: str = "runs/default"
+    steps: int = 1000
+    lr: float = 1e-3
+    backbone_lr: float = 0.0  # 0 freezes the backbone
+    backbone_trainable: list[str] | None = None  # with backbone_lr: only parameters under these prefixes train
+    weight_decay: float = 0.05
+    warmup: int = 100
+    task_weights: dict = field(default_factory=dict)
+    features: bool = True  # train from the frozen-backbone feature cache (the CPU path)
+    flip: bool = True  # mirror half the chips (image path only)
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    grad_clip: float = 1.0
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        yaml = require("yaml", "train", "reading a training config")
+        return cls(**yaml.safe_load(Path(path).read_text()))
+
+    def sources(self, split: str, backbone: dict, grid: int) -> dict[str, Source]:
+        """One `Source` per data set for `split`, reading the features of this backbone and grid when `features`."""
+        from qface.data.source import Source, features_folder
+
+        return {
+            name: Source(
+                spec["folder"],
+                split,
+                features_folder(spec["folder"], backbone, grid).name if self.features else None,
+                self.flip and split == "train",
+                spec.get("tasks"),
+            )
+            for name, spec in self.datasets.items()
+        }
