@@ -22,7 +22,7 @@ from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
 from qface.pipeline.io import ImageInput, load_image
 from qface.pipeline.results import Face, rounded
-from qface.resources import DEFAULT_WEIGHTS
+from qface.resources import DEFAULT_WEIGHTS, require
 from qface.tasks import TASKS
 
 # Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
@@ -185,8 +185,7 @@ class FaceAnalyzer:
 
 def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
     """(frames per second, a generator of (index, RGB frame)); OpenCV decodes."""
-    import cv2
-
+    cv2 = require("cv2", "video", "reading videos")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open as a video")
@@ -209,8 +208,7 @@ def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]
 
 def to_dataframe(results: list[list[Face]], sources: list[str] | None = None):
     """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`); needs pandas."""
-    import pandas as pd
-
+    pd = require("pandas", "dataframe", "to_dataframe")
     rows = []
     for index, faces in enumerate(results):
         for number, face in enumerate(faces):

@@ -127,9 +127,10 @@ def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespa
 
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
     """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures."""
-    import cv2
-
+    from qface.resources import require
     from qface.viz.draw import annotate
+
+    cv2 = require("cv2", "video", "writing annotated videos")
 
     out = None
     try:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qface.resources import require
+
 SOURCE = "mediapipe-face-landmarker (teacher)"
 OUTPUT_NAME = "teacher_mediapipe.npz"
 MODEL_ENV = "QFACE_FACE_LANDMARKER"  # overrides the model bundle's location
@@ -126,11 +128,9 @@ class MediaPipeTeacher:
             raise FileNotFoundError(
                 f"MediaPipe face landmarker bundle not found at {path}; pass model_path or set {MODEL_ENV}"
             )
-        try:
-            import mediapipe as mp
-            from mediapipe.tasks.python import BaseOptions, vision
-        except ImportError as error:
-            raise ImportError("the teacher needs MediaPipe: pip install 'qface[teacher]'") from error
+        mp = require("mediapipe", "teacher", "the MediaPipe teacher")
+        from mediapipe.tasks.python import BaseOptions, vision
+
         self.model_path = path
         self._mp = mp
         options = vision.FaceLandmarkerOptions(
@@ -245,8 +245,7 @@ def label_chip_cache(
                     state["found"][:start],
                 )
 
-    import mediapipe
-
+    mediapipe = require("mediapipe", "teacher", "the MediaPipe teacher")
     own_teacher = teacher is None
     teacher = teacher or MediaPipeTeacher()
     scale = np.array([width, height], np.float32)

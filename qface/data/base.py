@@ -61,6 +61,7 @@ class Adapter:
 
     name: str = ""
     tasks: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()  # the `split` values its faces can have
 
     def __init__(self, root: str | Path | None = None, limit: int | None = None):
         self.root = Path(root) if root is not None else SHARED_DATA / self.name

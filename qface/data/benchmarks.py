@@ -31,6 +31,7 @@ import numpy as np
 
 from qface.data.base import Adapter, LabelledFace, label_mask, read_image
 from qface.data.datasets import CKPLUS_VAL_FOLD, ckplus_folds, utkface_split
+from qface.resources import require
 from qface.tasks import ACTION_UNITS, EXPRESSIONS, POSE_ANGLES
 
 E = EXPRESSIONS.index
@@ -213,11 +214,7 @@ def _points68(array) -> np.ndarray | None:
 
 
 def _loadmat(path: Path) -> dict:
-    try:
-        from scipy.io import loadmat
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("reading 300W-LP / AFLW2000-3D .mat files needs scipy (pip install scipy)") from error
-    return loadmat(str(path))
+    return require("scipy.io", "train", "reading 300W-LP / AFLW2000-3D .mat files").loadmat(str(path))
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -242,6 +239,7 @@ class RAFDB(Adapter):
 
     name = "rafdb"
     tasks = ("expression",)
+    splits = ("train", "test")
 
     @cached_property
     def _rows(self) -> list[tuple[str, int]]:
@@ -295,6 +293,7 @@ class AffectNet(Adapter):
 
     name = "affectnet"
     tasks = ("expression",)
+    splits = ("train", "test")
 
     @cached_property
     def _image_root(self) -> Path:
@@ -381,6 +380,7 @@ class _FrameAUAdapter(Adapter):
     coded frame whose image exists is one face; frames without an image are skipped with a warning."""
 
     tasks = ("action_units",)
+    splits = ("train", "test")
     parts: tuple[tuple[str, ...], ...] = ()  # the protocol's subject-disjoint parts
     image_dirs: tuple[str, ...] = ()  # frame folders tried in order under the root
     _missing = 0  # coded frames skipped for want of an image (set while loading)
@@ -521,6 +521,7 @@ class MorphII(Adapter):
 
     name = "morph2"
     tasks = ("age",)
+    splits = ("train", "val")
 
     @cached_property
     def _csv(self) -> Path:
@@ -608,6 +609,7 @@ class Pose300WLP(_PoseMatAdapter):
 
     name = "300w_lp"
     split = "train"
+    splits = ("train",)
 
     def _items(self):
         items, missing = [], 0
@@ -641,6 +643,7 @@ class AFLW2000(_PoseMatAdapter):
 
     name = "aflw2000"
     split = "test"
+    splits = ("test",)
 
     def _items(self):
         folder = self.root / "AFLW2000" if (self.root / "AFLW2000").is_dir() else self.root
@@ -666,6 +669,7 @@ class FGNet(Adapter):
 
     name = "fgnet"
     tasks = ("age",)
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, str, int, str]]:
@@ -718,6 +722,7 @@ class JAFFE(Adapter):
 
     name = "jaffe"
     tasks = ("expression",)
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, re.Match]]:

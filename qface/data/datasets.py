@@ -80,6 +80,7 @@ class FER2013(Adapter):
 
     name = "fer2013"
     tasks = ("expression",)
+    splits = ("train", "val", "test")
 
     @property
     def path(self) -> Path:
@@ -154,6 +155,7 @@ class CKPlus(Adapter):
 
     name = "ckplus"
     tasks = ("expression", "action_units")
+    splits = ("train", "val")
 
     @cached_property
     def _rows(self) -> list[dict[str, str]]:
@@ -226,6 +228,7 @@ class UTKFace(Adapter):
 
     name = "utkface"
     tasks = ("age", "attributes")
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, tuple[int, int, int]]]:
@@ -285,6 +288,7 @@ class CelebA(Adapter):
 
     name = "celeba"
     tasks = ("attributes",)
+    splits = ("train", "val", "test")
 
     @cached_property
     def _rows(self) -> list[tuple[str, np.ndarray]]:

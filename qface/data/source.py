@@ -3,6 +3,7 @@ teacher_mediapipe.npz) and either the frozen-backbone feature cache or the chips
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,21 @@ def features_folder(chips_folder: str | Path, backbone: dict, grid: int) -> Path
     return Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
 
 
+def split_with_holdout(arrays: dict[str, np.ndarray], fraction: float) -> np.ndarray:
+    """The cache's `split` column with a fixed `fraction` of its train faces moved to "val", for data sets that have
+    no validation split of their own. Whole groups move together (the subject where the data set names one, else
+    the source file), chosen by a hash of the group's name, so no person is on both sides and the choice never
+    changes between runs."""
+    split = arrays["split"].copy()
+    if fraction <= 0:
+        return split
+    subjects = arrays.get("subject", np.full(len(split), "", dtype=str))
+    groups = np.where(subjects != "", subjects, arrays["source"])
+    held_out = np.array([zlib.crc32(str(group).encode()) % 10_000 < fraction * 10_000 for group in groups], bool)
+    split[(split == "train") & held_out] = "val"
+    return split
+
+
 class Source:
     """One dataset split. Knows which tasks it labels, and draws deterministic batches: batch `step` is a
     pure function of (seed, step), so a resumed run sees exactly the batches an uninterrupted one would."""
@@ -30,14 +46,16 @@ class Source:
         features: str | None = None,
         flip: bool = False,
         tasks: list[str] | None = None,
+        val_holdout: float = 0.0,
     ):
+        """`val_holdout`: the fraction of train faces that serve as "val" (see `split_with_holdout`)."""
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
         taught = {}
         if (self.folder / TEACHER_FILE).exists():
             taught = dict(np.load(self.folder / TEACHER_FILE))
             arrays.update(taught)
-        self.index = np.flatnonzero(arrays["split"] == split)
+        self.index = np.flatnonzero(split_with_holdout(arrays, val_holdout) == split)
         self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
         labelled = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
         self.tasks = [t for t in labelled if tasks is None or t in tasks]  # `tasks`: train only these

@@ -13,10 +13,14 @@ if TYPE_CHECKING:
     from qface.data.source import Source
 
 
+DATASET_OPTIONS = ("folder", "batch_size", "tasks", "teacher", "val_holdout")
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; `datasets` maps an adapter name (qface.data.registry) to its chip-cache folder,
-    batch size and options (`tasks`: train only these; `teacher: true`: add MediaPipe labels)."""
+    batch size and options: `tasks` (train only these), `teacher: true` (add MediaPipe labels), `val_holdout`
+    (the fraction of train faces, whole subjects, that validate a data set without a val split of its own)."""
 
     model: dict = field(default_factory=dict)  # QFaceConfig fields
     datasets: dict = field(default_factory=dict)  # name → {"folder": ..., "batch_size": ...}
@@ -41,6 +45,23 @@ class TrainConfig:
         yaml = require("yaml", "train", "reading a training config")
         return cls(**yaml.safe_load(Path(path).read_text()))
 
+    def check(self) -> None:
+        """Refuses, before any work, a config whose data sets are unknown or could not be validated."""
+        from qface.data.registry import ADAPTERS
+
+        for name, spec in self.datasets.items():
+            if name not in ADAPTERS:
+                raise ValueError(f"unknown data set {name!r}; known: {list(ADAPTERS)}")
+            unknown = sorted(set(spec) - set(DATASET_OPTIONS))
+            if unknown or "folder" not in spec:
+                raise ValueError(f"{name}: needs a `folder`; options are {DATASET_OPTIONS}, got unknown {unknown}")
+            if not set(spec.get("tasks") or ()) <= set(ADAPTERS[name].tasks):
+                raise ValueError(f"{name} labels only {ADAPTERS[name].tasks}, not all of {spec['tasks']}")
+            if "val" not in ADAPTERS[name].splits and not spec.get("val_holdout"):
+                raise ValueError(
+                    f"{name} has no val split ({ADAPTERS[name].splits}): set `val_holdout` (e.g. 0.1) in its entry"
+                )
+
     def sources(self, split: str, backbone: dict, grid: int) -> dict[str, Source]:
         """One `Source` per data set for `split`, reading the features of this backbone and grid when `features`."""
         from qface.data.source import Source, features_folder
@@ -52,6 +73,7 @@ class TrainConfig:
                 features_folder(spec["folder"], backbone, grid).name if self.features else None,
                 self.flip and split == "train",
                 spec.get("tasks"),
+                spec.get("val_holdout", 0.0),
             )
             for name, spec in self.datasets.items()
         }

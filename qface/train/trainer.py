@@ -100,6 +100,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Q
         dist.barrier()
     sources = config.sources("train", model_config.backbone, model_config.grid)
     validation = config.sources("val", model_config.backbone, model_config.grid)
+    if blind := [name for name, source in validation.items() if not len(source)]:
+        raise ValueError(f"no val faces in {blind}: give each a `val_holdout` (e.g. 0.1) so model selection can see it")
     runner = TrainingStep(model)
     if distributed:
         runner = torch.nn.parallel.DistributedDataParallel(runner, find_unused_parameters=True)
