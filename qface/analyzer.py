@@ -9,7 +9,6 @@ Every face of a batch of images goes through the network together, and one backb
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,12 @@ import numpy as np
 import torch
 
 from qface.model.qface import QFace, QFaceConfig
-from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
+from qface.pipeline.align import AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
 from qface.pipeline.io import ImageInput, load_image
-from qface.pipeline.results import Face, rounded
+from qface.pipeline.results import Face
 from qface.resources import DEFAULT_WEIGHTS, require
-from qface.tasks import TASKS
+from qface.tasks import TASKS, rounded
 
 # Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
 # of the CelebA training identities (96.7 % there, 96.4 % on the validation identities; weights/MODEL_CARD.md).
@@ -67,6 +66,9 @@ class _Pending:
 
 
 class FaceAnalyzer:
+    """Photos in, `Face`s out: detection, alignment and one batched network pass over every face found. Holds the
+    model and the detector, so build one and reuse it (a detector is not thread-safe: one analyzer per thread)."""
+
     def __init__(
         self,
         weights: str | Path | None = None,
@@ -161,25 +163,8 @@ class FaceAnalyzer:
             chip=aligned.chip,
             chip_to_image=aligned.chip_to_image,
         )
-        if "expression" in out:
-            probs = out["expression"]["probs"].numpy()
-            face.expression = dict(zip(TASKS["expression"].labels, rounded(probs)))
-            face.top_expression = TASKS["expression"].labels[int(np.argmax(probs))]
-        for name in ("action_units", "attributes"):
-            if name in out:
-                setattr(face, name, dict(zip(TASKS[name].labels, rounded(out[name]["probs"].numpy()))))
-        if "age" in out:
-            face.age = round(float(out["age"]["years"]), 2)
-        if "pose" in out:
-            pitch, yaw, roll = out["pose"]["degrees"].numpy()
-            # The chip is levelled by alignment: its roll plus the alignment's rotation is the roll in the image.
-            matrix = aligned.chip_to_image
-            roll = roll + math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
-            face.pose = dict(zip(TASKS["pose"].labels, rounded([pitch, yaw, (roll + 180) % 360 - 180], 2)))
-        if "landmarks" in out:
-            face.landmarks = rounded(aligned.to_image(out["landmarks"]["points"].numpy() * CHIP_SIZE), 2)
-        if "identity" in out:
-            face.embedding = rounded(out["identity"]["embedding"].numpy(), 6)
+        for name, decoded in out.items():
+            face.outputs |= TASKS[name].read({key: value.numpy() for key, value in decoded.items()}, aligned)
         return face
 
 

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qface"
 LAYERS = {
     "qface.resources": 0,
     "qface.tasks": 0,
+    "qface.metrics": 0,
     "qface.pipeline": 1,
     "qface.data": 2,
     "qface.model": 2,

@@ -24,6 +24,9 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 @dataclass
 class QFaceConfig:
+    """Everything that defines a Q-Face network's shape, saved as its config.json: rebuilding from it and loading
+    model.safetensors gives the same network. `tasks` are names in qface.tasks.TASKS."""
+
     name: str = "qface-dlib"
     version: str = "untrained"
     backbone: dict = field(default_factory=lambda: {"name": "dlib_resnet"})  # name + constructor arguments
@@ -58,6 +61,10 @@ class QFaceOutput:
 
 
 class QFace(nn.Module):
+    """Backbone → multi-stage fusion → task-adaptive decoder → one small head per task. One backbone pass serves
+    every task; `forward(images, tasks)` runs only the asked tasks' queries, and `QFaceOutput.decoded()` turns the
+    heads' raw outputs into each task's read-out (probabilities, years, degrees, points)."""
+
     def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
         super().__init__()
         self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
