@@ -201,7 +201,7 @@ def evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.weights)
     config.features = config.features and not args.no_cache
     results, biases = {}, {}
-    for name, source in config.sources(args.split, model.config.backbone, model.config.grid).items():
+    for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
         predictions = predict_source(model, source)

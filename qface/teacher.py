@@ -13,7 +13,6 @@ MediaPipe is an optional dependency (`pip install qface[teacher]`); it is import
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qface.data.base import chips_fingerprint
 from qface.resources import require
 
 SOURCE = "mediapipe-face-landmarker (teacher)"
@@ -181,15 +181,6 @@ def _save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-
-
-def chips_fingerprint(chips: np.ndarray, samples: int = 64) -> str:
-    """sha256 of the array's shape and of `samples` evenly spaced chips: ties a label file to the chips it labels
-    (a rebuilt cache of the same size gets relabelled rather than silently paired with stale labels)."""
-    digest = hashlib.sha256(repr(chips.shape).encode())
-    for i in np.unique(np.linspace(0, len(chips) - 1, min(samples, len(chips))).round().astype(int)):
-        digest.update(np.ascontiguousarray(chips[i]).tobytes())
-    return digest.hexdigest()
 
 
 def label_chip_cache(

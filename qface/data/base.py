@@ -16,6 +16,7 @@ Conventions (DESIGN.md, qface/tasks.py), identical for every adapter so the trai
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,15 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def chips_fingerprint(chips: np.ndarray, samples: int = 64) -> str:
+    """sha256 of the array's shape and of `samples` evenly spaced chips: ties what is derived from a chip cache
+    (teacher labels, features) to the chips it was made from, so a rebuilt cache is never paired with stale ones."""
+    digest = hashlib.sha256(repr(chips.shape).encode())
+    for i in np.unique(np.linspace(0, len(chips) - 1, min(samples, len(chips))).round().astype(int)):
+        digest.update(np.ascontiguousarray(chips[i]).tobytes())
+    return digest.hexdigest()
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -3,21 +3,55 @@ teacher_mediapipe.npz) and either the frozen-backbone feature cache or the chips
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from qface.data.base import chips_fingerprint
 from qface.data.transforms import hflip_landmark_mask, hflip_landmarks_normalised, hflip_pose
 from qface.tasks import TASKS
 
 TEACHER_FILE = "teacher_mediapipe.npz"
 
 
-def features_folder(chips_folder: str | Path, backbone: dict, grid: int) -> Path:
-    """Where the frozen-backbone features of a chip cache live (qface/train/features.py builds them)."""
-    return Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
+def features_key(chips_folder: str | Path, backbone: dict, grid: int) -> dict:
+    """What a feature cache is made from: the backbone (its full spec, taps and checkpoint included), the grid the
+    stages are resampled to, and the chips themselves (their fingerprint)."""
+    chips = np.load(Path(chips_folder) / "chips.npy", mmap_mode="r")
+    return {"backbone": backbone, "grid": grid, "chips": chips_fingerprint(chips)}
+
+
+def features_folder(chips_folder: str | Path, key: dict) -> Path:
+    """Where the features of `key` live: a folder named by a digest of the key, beside the chips, so a change of
+    backbone, taps, grid or chips makes a new cache instead of reusing a stale one."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(chips_folder) / f"features-{key['backbone']['name']}-g{key['grid']}-{digest}"
+
+
+def finished_features(chips_folder: str | Path, key: dict) -> Path | None:
+    """The feature cache of `key` when it is complete and was made from exactly that key, else None."""
+    folder = features_folder(chips_folder, key)
+    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
+    return folder if meta.get("key") == key and meta.get("done") == meta.get("count") else None
+
+
+def merge_teacher(arrays: dict[str, np.ndarray], taught: dict[str, np.ndarray]) -> list[str]:
+    """Adds teacher labels where a face has no human label of that task (never over one), and a per-face
+    `<task>_taught` column saying which labels came from the teacher. Returns the tasks the teacher labels."""
+    tasks = [name[: -len("_mask")] for name in taught if name.endswith("_mask")]
+    for task in tasks:
+        mask = taught[f"{task}_mask"]
+        human = arrays.get(f"{task}_mask", np.zeros_like(mask))
+        fill = ~human.any(1) & mask.any(1)
+        values = arrays.get(task, np.zeros_like(taught[task])).copy()
+        values[fill] = taught[task][fill]
+        arrays[task], arrays[f"{task}_mask"] = values, np.where(fill[:, None], mask, human)
+        arrays[f"{task}_taught"] = fill
+    return tasks
 
 
 def split_with_holdout(arrays: dict[str, np.ndarray], fraction: float) -> np.ndarray:
@@ -43,31 +77,38 @@ class Source:
         self,
         folder: str | Path,
         split: str,
-        features: str | None = None,
+        features: dict | None = None,
         flip: bool = False,
         tasks: list[str] | None = None,
         val_holdout: float = 0.0,
     ):
-        """`val_holdout`: the fraction of train faces that serve as "val" (see `split_with_holdout`)."""
+        """`features`: read the frozen-backbone features of this `features_key` instead of the chips (refused when
+        that cache is missing, unfinished or made from anything else). `val_holdout`: the fraction of train faces
+        that serve as "val" (see `split_with_holdout`). Teacher labels (teacher_mediapipe.npz) are used only for
+        the chips they were made from, and only where a face has no human label."""
         self.folder, self.name, self.flip = Path(folder), Path(folder).name, flip
         arrays = dict(np.load(self.folder / "labels.npz", allow_pickle=False))
-        taught = {}
+        self.chips = np.load(self.folder / "chips.npy", mmap_mode="r")
+        taught = []
         if (self.folder / TEACHER_FILE).exists():
-            taught = dict(np.load(self.folder / TEACHER_FILE))
-            arrays.update(taught)
+            teacher = dict(np.load(self.folder / TEACHER_FILE))
+            if str(teacher.get("chips_fingerprint")) != chips_fingerprint(self.chips):
+                raise ValueError(f"{self.folder / TEACHER_FILE} labels other chips: delete it to relabel")
+            taught = merge_teacher(arrays, teacher)
         self.index = np.flatnonzero(split_with_holdout(arrays, val_holdout) == split)
         self.arrays = {k: v[self.index] for k, v in arrays.items() if v.ndim and len(v) == len(arrays["split"])}
         labelled = [t for t in TASKS if f"{t}_mask" in self.arrays and self.arrays[f"{t}_mask"].any()]
         self.tasks = [t for t in labelled if tasks is None or t in tasks]  # `tasks`: train only these
-        self.teacher_tasks = [t for t in self.tasks if f"{t}_mask" in taught]  # never reported as ground truth
+        # tasks with teacher labels in this split: scored as agreement with the teacher, never as ground truth
+        self.teacher_tasks = [t for t in self.tasks if t in taught and self.arrays[f"{t}_taught"].any()]
         if features:
-            cached = self.folder / features
+            cached = finished_features(self.folder, features)
+            if cached is None:
+                raise ValueError(f"{self.folder}: no finished feature cache of {features} (`qface train` builds it)")
             self.maps, self.maps_flipped = (np.load(cached / f"maps{s}.npy", mmap_mode="r") for s in ("", "_flipped"))
             self.embedding, self.embedding_flipped = (
                 np.load(cached / f"embedding{s}.npy", mmap_mode="r") for s in ("", "_flipped")
             )
-        else:
-            self.chips = np.load(self.folder / "chips.npy", mmap_mode="r")
         self.uses_features = features is not None
 
     def __len__(self) -> int:

@@ -41,10 +41,12 @@ def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str
         warnings.simplefilter("ignore", RuntimeWarning)  # empty subgroups give NaN, dropped below
         scores = {}
         for task in scored_tasks(source, predictions):
-            prefix = "teacher_" if task.name in source.teacher_tasks else ""
-            mask = source.arrays.get(f"{task.name}_mask")
-            for key, value in task.score(predictions[task.name], source.arrays[task.name], mask).items():
-                scores[prefix + key] = value
+            a, name = source.arrays, task.name
+            mask, taught = a.get(f"{name}_mask"), a.get(f"{name}_taught")
+            parts = {"": mask} if taught is None else {"": mask & ~taught[:, None], "teacher_": mask & taught[:, None]}
+            for prefix, labelled in parts.items():
+                if labelled is None or labelled.any():
+                    scores |= {prefix + k: v for k, v in task.score(predictions[name], a[name], labelled).items()}
     return {key: value for key, value in scores.items() if not np.isnan(value)}
 
 

@@ -44,6 +44,14 @@ class QFaceConfig:
     backbone_weights: str = "file"
 
 
+def backbone_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """RGB in [0, 1] at the backbone's input size: other sizes are resized (antialiased bilinear), so chips,
+    caches and training all feed the backbone the same way."""
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
 @dataclass
 class QFaceOutput:
     raw: dict[str, torch.Tensor]  # task → head output (B, labels, K)
@@ -120,11 +128,8 @@ class QFace(nn.Module):
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
-        bilinear), so chips, caches and training all feed the backbone the same way. Runs only `tasks`' queries."""
-        size = self.backbone.input_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        features = self.backbone(images)
+        bilinear; `backbone_input`). Runs only `tasks`' queries."""
+        features = self.backbone(backbone_input(images, self.backbone.input_size))
         return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
 
     def forward_features(

@@ -11,6 +11,7 @@ from qface.resources import require
 
 if TYPE_CHECKING:
     from qface.data.source import Source
+    from qface.model.backbones import Backbone
 
 
 DATASET_OPTIONS = ("folder", "batch_size", "tasks", "teacher", "val_holdout")
@@ -62,15 +63,21 @@ class TrainConfig:
                     f"{name} has no val split ({ADAPTERS[name].splits}): set `val_holdout` (e.g. 0.1) in its entry"
                 )
 
+    def backbone_spec(self, backbone: Backbone) -> dict:
+        """The config's backbone entry completed by what the built backbone reports (taps, a checkpoint's style):
+        what a feature cache is keyed by."""
+        return {**self.model.get("backbone", {}), **backbone.spec()}
+
     def sources(self, split: str, backbone: dict, grid: int) -> dict[str, Source]:
-        """One `Source` per data set for `split`, reading the features of this backbone and grid when `features`."""
-        from qface.data.source import Source, features_folder
+        """One `Source` per data set for `split`, reading the features of this backbone spec and grid when
+        `features` (refused if they are not built for exactly these chips, backbone and grid)."""
+        from qface.data.source import Source, features_key
 
         return {
             name: Source(
                 spec["folder"],
                 split,
-                features_folder(spec["folder"], backbone, grid).name if self.features else None,
+                features_key(spec["folder"], backbone, grid) if self.features else None,
                 self.flip and split == "train",
                 spec.get("tasks"),
                 spec.get("val_holdout", 0.0),

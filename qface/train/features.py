@@ -5,7 +5,8 @@ Layout of one cache folder (one per dataset, beside the chips it was made from):
     maps.npy       float16 (N, sum of stage channels, grid, grid): `MultiStageFusion.resample` of every stage
     embedding.npy  float32 (N, E): the backbone's own descriptor
     maps_flipped.npy, embedding_flipped.npy   the same for the horizontally mirrored chips
-    meta.json      the backbone spec and grid it was made with, so a mismatched model is refused
+    meta.json      the key it was made from (backbone spec, grid, chips fingerprint) and how far it got;
+                   the folder's name ends in a digest of that key, and a reader refuses any other
 """
 
 from __future__ import annotations
@@ -18,24 +19,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qface.data.source import features_folder as cache_folder
+from qface.data.source import features_folder, features_key
 from qface.model.backbones import build_backbone
 from qface.model.fusion import resample
+from qface.model.qface import backbone_input
 
 
 @torch.inference_mode()
 def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, batch_size: int = 64) -> Path:
-    """Runs the backbone over `chips.npy` and over its mirror image once; resumable (it continues after the last
-    finished batch). The mirrored features let training flip faces without running the backbone again."""
+    """Runs the backbone over `chips.npy` and over its mirror image once, into the folder of this backbone (its
+    spec completed by the built backbone's), grid and these chips (`features_key`); resumable (it continues after the last finished batch of the same key).
+    The mirrored features let training flip faces without running the backbone again."""
     chips = np.load(Path(chips_folder) / "chips.npy", mmap_mode="r")
     model = build_backbone(**backbone).eval()
-    out = cache_folder(Path(chips_folder), backbone, grid)
+    key = features_key(chips_folder, {**backbone, **model.spec()}, grid)  # as TrainConfig.backbone_spec
+    out = features_folder(chips_folder, key)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"backbone": backbone, "grid": grid, "count": len(chips), "done": 0}
-    if (out / "meta.json").exists():  # resume only a cache of these very chips, backbone and grid
-        previous = json.loads((out / "meta.json").read_text())
-        if all(previous.get(key) == meta[key] for key in ("backbone", "grid", "count")):
-            meta["done"] = previous["done"]
+    meta = {"key": key, "count": len(chips), "done": 0}
+    if (out / "meta.json").exists() and json.loads((out / "meta.json").read_text()).get("key") == key:
+        meta["done"] = json.loads((out / "meta.json").read_text())["done"]
     mode = "r+" if meta["done"] else "w+"
     shapes = {"maps": (sum(model.stage_channels), grid, grid), "embedding": (max(model.embedding_dim, 1),)}
     arrays = {
@@ -47,9 +49,7 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
     }
     for start in tqdm(range(meta["done"], len(chips), batch_size), desc=f"features {chips_folder}"):
         batch = torch.from_numpy(np.array(chips[start : start + batch_size])).permute(0, 3, 1, 2).float() / 255
-        if batch.shape[-1] != model.input_size:  # the same resize as QFace.forward
-            size = (model.input_size, model.input_size)
-            batch = torch.nn.functional.interpolate(batch, size=size, mode="bilinear", antialias=True)
+        batch = backbone_input(batch, model.input_size)
         for suffix, images in (("", batch), ("_flipped", batch.flip(-1))):
             features = model(images)
             arrays["maps" + suffix][start : start + len(batch)] = torch.cat(
