@@ -27,9 +27,10 @@ from qface.model.qface import backbone_input
 
 @torch.inference_mode()
 def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, batch_size: int = 64) -> Path:
-    """Runs the backbone over `chips.npy` and over its mirror image once, into the folder of this backbone (its
-    spec completed by the built backbone's), grid and these chips (`features_key`); resumable (it continues after the last finished batch of the same key).
-    The mirrored features let training flip faces without running the backbone again."""
+    """Runs the backbone over `chips.npy` and over its mirror image once, into the folder of its `features_key`
+    (this backbone's spec completed by the built backbone's, the grid, these chips); resumable: it continues after
+    the last finished batch of the same key. The mirrored features let training flip faces without running the
+    backbone again."""
     chips = np.load(Path(chips_folder) / "chips.npy", mmap_mode="r")
     model = build_backbone(**backbone).eval()
     key = features_key(chips_folder, {**backbone, **model.spec()}, grid)  # as TrainConfig.backbone_spec
