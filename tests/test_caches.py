@@ -4,6 +4,8 @@ faces without a human label, and the evaluation keeps the two apart."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ import torch
 from qface.data.source import Source, features_folder, features_key, finished_features, merge_teacher
 from qface.eval.evaluate import score_source
 from qface.model.backbones import build_backbone
-from qface.train.features import build_feature_cache
+from qface.train.features import adopt_unkeyed_cache, build_feature_cache
 from qface.train.trainer import MultiTaskLoss
 
 BACKBONE = {"name": "vit", "size": "vit_ti16", "input_size": 32, "taps": [1, 3], "pretrained": False}
@@ -87,3 +89,16 @@ def test_the_multitask_loss_returns_the_weighted_total_and_every_part():
     total, parts = MultiTaskLoss({"age": 0.5})([raw], [batch])
     assert set(parts) == {"faces/age", "faces/pose"} and parts["faces/pose"] == 0.0
     assert total.item() == pytest.approx(0.5 * parts["faces/age"])
+
+
+def test_a_cache_from_before_keys_is_adopted_only_when_the_backbone_reproduces_it(tmp_path):
+    chip_cache(tmp_path, count=4)
+    level3 = {"name": "dlib_resnet", "taps": [3]}
+    built = build_feature_cache(tmp_path, level3, 2, batch_size=4)
+    key = json.loads((built / "meta.json").read_text())["key"]
+    legacy = built.rename(tmp_path / "features-dlib_resnet-g2")  # the name and meta.json of a cache before keys
+    (legacy / "meta.json").write_text(json.dumps({"backbone": level3, "grid": 2, "count": 4, "done": 4}))
+    level4 = {"name": "dlib_resnet", "taps": [4]}  # 256 channels too, but other features
+    assert adopt_unkeyed_cache(tmp_path, level4, 2, samples=2) is None
+    assert adopt_unkeyed_cache(tmp_path, level3, 2, samples=2) == built and finished_features(tmp_path, key) == built
+    assert len(Source(tmp_path, "train", key)) == 4

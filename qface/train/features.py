@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from qface.data.source import features_folder, features_key
-from qface.model.backbones import build_backbone
+from qface.model.backbones import Backbone, build_backbone
 from qface.model.fusion import resample
 from qface.model.qface import backbone_input
 
@@ -52,18 +52,47 @@ def build_feature_cache(chips_folder: str | Path, backbone: dict, grid: int, bat
         batch = torch.from_numpy(np.array(chips[start : start + batch_size])).permute(0, 3, 1, 2).float() / 255
         batch = backbone_input(batch, model.input_size)
         for suffix, images in (("", batch), ("_flipped", batch.flip(-1))):
-            features = model(images)
-            arrays["maps" + suffix][start : start + len(batch)] = torch.cat(
-                [resample(stage, grid) for stage in features.stages], 1
-            ).numpy()
-            if features.embedding is not None:
-                arrays["embedding" + suffix][start : start + len(batch)] = features.embedding.numpy()
+            maps, embedding = features_of(model, images, grid)
+            arrays["maps" + suffix][start : start + len(batch)] = maps
+            if embedding is not None:
+                arrays["embedding" + suffix][start : start + len(batch)] = embedding
         meta["done"] = start + len(batch)
         if (start // batch_size) % 20 == 0 or meta["done"] == len(chips):
             for array in arrays.values():
                 array.flush()
             (out / "meta.json").write_text(json.dumps(meta))
     return out
+
+
+def features_of(model: Backbone, images: torch.Tensor, grid: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One cache row per image: every stage resampled to the grid, concatenated; and the backbone's descriptor."""
+    features = model(images)
+    maps = torch.cat([resample(stage, grid) for stage in features.stages], 1).numpy()
+    return maps, None if features.embedding is None else features.embedding.numpy()
+
+
+@torch.inference_mode()
+def adopt_unkeyed_cache(chips_folder: str | Path, backbone: dict, grid: int, samples: int = 8) -> Path | None:
+    """A complete cache from before caches had keys (`features-<name>-g<grid>`, meta.json without a key) becomes the
+    cache of this key, without recomputing it, when it has a row per chip and the backbone reproduces its stored maps
+    and descriptors on `samples` evenly spaced chips (other taps or weights would not). Else None."""
+    legacy = Path(chips_folder) / f"features-{backbone['name']}-g{grid}"
+    meta = json.loads((legacy / "meta.json").read_text()) if (legacy / "meta.json").exists() else {}
+    chips = np.load(Path(chips_folder) / "chips.npy", mmap_mode="r")
+    if "key" in meta or meta.get("grid") != grid or not meta.get("done") == meta.get("count") == len(chips) > 0:
+        return None
+    model = build_backbone(**backbone).eval()
+    rows = np.unique(np.linspace(0, len(chips) - 1, min(samples, len(chips))).round().astype(int))
+    images = backbone_input(torch.from_numpy(chips[rows].copy()).permute(0, 3, 1, 2).float() / 255, model.input_size)
+    maps, embedding = features_of(model, images, grid)
+    stored = np.load(legacy / "maps.npy", mmap_mode="r")
+    if stored.shape[1:] != maps.shape[1:] or not np.allclose(stored[rows], maps, rtol=1e-2, atol=1e-2):
+        return None
+    if embedding is not None and not np.allclose(np.load(legacy / "embedding.npy")[rows], embedding, atol=1e-3):
+        return None
+    key = features_key(chips_folder, {**backbone, **model.spec()}, grid)
+    (legacy / "meta.json").write_text(json.dumps({"key": key, "count": len(chips), "done": len(chips)}))
+    return legacy.rename(features_folder(chips_folder, key))
 
 
 if __name__ == "__main__":  # python -m qface.train.features GRID FOLDER... (dlib backbone)

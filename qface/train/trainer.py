@@ -25,7 +25,7 @@ from qface.eval.evaluate import evaluate_sources, selection_score
 from qface.model.qface import QFace, QFaceConfig
 from qface.tasks import TASKS
 from qface.train.config import TrainConfig
-from qface.train.features import build_feature_cache
+from qface.train.features import adopt_unkeyed_cache, build_feature_cache
 
 CHECKPOINT = "checkpoint"
 
@@ -105,7 +105,8 @@ def prepare_data(config: TrainConfig, backbone: dict, grid: int) -> None:
 
             label_chip_cache(folder)  # returns at once when the labels of these chips exist
         if config.features and finished_features(folder, features_key(folder, backbone, grid)) is None:
-            build_feature_cache(folder, backbone, grid)
+            if adopt_unkeyed_cache(folder, backbone, grid) is None:
+                build_feature_cache(folder, backbone, grid)
 
 
 def next_batches(sources: dict[str, Source], config: TrainConfig, step: int, rank: int, world: int, device) -> list:
