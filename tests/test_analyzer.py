@@ -129,3 +129,14 @@ def test_every_exif_orientation_gives_the_same_face_and_answers(analyzer, astron
     assert face.top_expression == astronaut_face.top_expression
     assert face.age == pytest.approx(astronaut_face.age, abs=0.01)
     assert face.attributes == pytest.approx(astronaut_face.attributes, abs=1e-3)
+
+
+def test_the_public_api_is_three_names_and_one_call(analyzer, monkeypatch):
+    import qface
+    from qface.analyzer import load_model
+    from qface.pipeline.results import Face
+
+    assert (qface.FaceAnalyzer, qface.Face, qface.load_model) == (FaceAnalyzer, Face, load_model)
+    monkeypatch.delenv("QFACE_YUNET_MODEL", raising=False)  # "auto" is then dlib-hog, like the fixture
+    faces = qface.analyze(SAMPLE_IMAGE)
+    assert [face.to_dict() for face in faces] == [face.to_dict() for face in analyzer.analyze(SAMPLE_IMAGE)]
