@@ -91,6 +91,7 @@ def test_the_multitask_loss_returns_the_weighted_total_and_every_part():
     assert total.item() == pytest.approx(0.5 * parts["faces/age"])
 
 
+@pytest.mark.slow
 def test_a_cache_from_before_keys_is_adopted_only_when_the_backbone_reproduces_it(tmp_path):
     chip_cache(tmp_path, count=4)
     level3 = {"name": "dlib_resnet", "taps": [3]}
