@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from qface.tasks import TASKS
 
@@ -34,7 +33,7 @@ def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
 def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from qface.pipeline.analyzer import FaceAnalyzer
+    from qface.analyzer import FaceAnalyzer
     from qface.pipeline.output import ResultWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
@@ -134,9 +133,10 @@ def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespa
 
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
     """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures."""
-    import cv2
-
+    from qface.resources import require
     from qface.viz.draw import annotate
+
+    cv2 = require("cv2", "video", "writing annotated videos")
 
     out = None
     try:
@@ -158,7 +158,8 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
 
 
 def info(args: argparse.Namespace) -> int:
-    from qface.pipeline.analyzer import DEFAULT_WEIGHTS, load_model
+    from qface.analyzer import load_model
+    from qface.resources import DEFAULT_WEIGHTS
 
     model = load_model(args.weights)
     print(f"model: {model.model_id}  backbone: {model.config.backbone['name']}  input: {model.input_size}px")
@@ -172,7 +173,9 @@ def info(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from qface.train.trainer import TrainConfig
+    import yaml
+
+    from qface.train.config import TrainConfig
     from qface.train.trainer import train as run_training
 
     config = TrainConfig.from_yaml(args.config)
@@ -188,16 +191,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from qface.eval.evaluate import (
-        bias_table,
-        confusion,
-        markdown_table,
-        predict_source,
-        score_source,
-        wide_table,
-    )
-    from qface.pipeline.analyzer import load_model
-    from qface.train.trainer import TrainConfig, build_sources
+    from qface.analyzer import load_model
+    from qface.eval.evaluate import bias_table, confusion, markdown_table, predict_source, score_source, wide_table
+    from qface.train.config import TrainConfig
 
     config = TrainConfig.from_yaml(args.config)
     missing = [spec["folder"] for spec in config.datasets.values() if not Path(spec["folder"], "labels.npz").exists()]
@@ -211,7 +207,7 @@ def evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.weights)
     config.features = config.features and not args.no_cache
     results, biases, confusions = {}, {}, {}
-    for name, source in build_sources(config, model.config, args.split).items():
+    for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
         predictions = predict_source(model, source)

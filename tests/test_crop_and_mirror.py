@@ -8,9 +8,9 @@ import torch
 from conftest import shared_path
 from PIL import Image
 
+from qface.analyzer import FaceAnalyzer, average_with_mirror, chips_to_tensor
 from qface.data.transforms import hflip_landmarks_normalised, hflip_pose
 from qface.pipeline.align import align
-from qface.pipeline.analyzer import FaceAnalyzer, average_with_mirror, chips_to_tensor
 from qface.pipeline.detect import get_detector
 from qface.pipeline.io import load_image
 

@@ -6,8 +6,8 @@ import json
 
 import torch
 
+from qface.analyzer import DEFAULT_WEIGHTS, load_model
 from qface.model.backbones.dlib_resnet import DlibResNet
-from qface.pipeline.analyzer import DEFAULT_WEIGHTS, load_model
 
 
 def test_the_default_weights_are_bundled_small_and_described():

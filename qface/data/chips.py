@@ -42,8 +42,8 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from qface.data.datasets import DATASETS, open_dataset
-from qface.model.backbones.dlib_resnet import dlib_model_path
+from qface.data.datasets import DATASETS
+from qface.data.registry import open_dataset
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, align, chip_to_image_transform
 from qface.pipeline.crop import (
     CENTRE_PENALTY,
@@ -53,6 +53,7 @@ from qface.pipeline.crop import (
     central_face,
     prepare,
 )
+from qface.resources import dlib_model_path
 from qface.tasks import TASKS
 
 DETECT_BORDER = {"fer2013": TIGHT_BORDER}  # per data set (CK+48 is as small as FER2013 but not as tight)
@@ -176,7 +177,7 @@ def _label_arrays(records: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
 def to_chip_frame(arrays: dict[str, np.ndarray], chip_to_image: np.ndarray) -> dict[str, np.ndarray]:
     """Adapters give landmarks in image pixels and roll in the image; the model sees levelled chips, so the cache
     holds landmarks as fractions of the chip (pixel centres at integers, like the teacher's) and roll relative to
-    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (pipeline/analyzer.py)."""
+    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (analyzer.py)."""
     arrays = dict(arrays)
     if "landmarks" in arrays:
         linear, offset = chip_to_image[:, :, :2], chip_to_image[:, :, 2]

@@ -24,6 +24,9 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 @dataclass
 class QFaceConfig:
+    """Everything that defines a Q-Face network's shape, saved as its config.json: rebuilding from it and loading
+    model.safetensors gives the same network. `tasks` are names in qface.tasks.TASKS."""
+
     name: str = "qface-dlib"
     version: str = "untrained"
     backbone: dict = field(default_factory=lambda: {"name": "dlib_resnet"})  # name + constructor arguments
@@ -39,6 +42,14 @@ class QFaceConfig:
     # "file": the backbone's weights are in model.safetensors; "pretrained": an unchanged (frozen) pretrained
     # backbone is rebuilt from its own source at load time (dlib's file in face-recognition-models), not copied.
     backbone_weights: str = "file"
+
+
+def backbone_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """RGB in [0, 1] at the backbone's input size: other sizes are resized (antialiased bilinear), so chips,
+    caches and training all feed the backbone the same way."""
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images
 
 
 @dataclass
@@ -58,6 +69,10 @@ class QFaceOutput:
 
 
 class QFace(nn.Module):
+    """Backbone → multi-stage fusion → task-adaptive decoder → one small head per task. One backbone pass serves
+    every task; `forward(images, tasks)` runs only the asked tasks' queries, and `QFaceOutput.decoded()` turns the
+    heads' raw outputs into each task's read-out (probabilities, years, degrees, points)."""
+
     def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
         super().__init__()
         self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
@@ -113,11 +128,8 @@ class QFace(nn.Module):
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
-        bilinear), so chips, caches and training all feed the backbone the same way. Runs only `tasks`' queries."""
-        size = self.backbone.input_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        features = self.backbone(images)
+        bilinear; `backbone_input`). Runs only `tasks`' queries."""
+        features = self.backbone(backbone_input(images, self.backbone.input_size))
         return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
 
     def forward_features(

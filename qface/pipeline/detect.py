@@ -52,10 +52,10 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from qface.model.backbones.dlib_resnet import dlib_model_path
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, AlignedFace, chip_to_image_transform
 from qface.pipeline.crop import align_crop, prepare
 from qface.pipeline.io import ImageInput, detection_view, load_image
+from qface.resources import dlib_model_path, require
 
 DEFAULT_DETECTOR = "auto"  # yunet where its model file is given (or in $QFACE_YUNET_MODEL), else dlib-hog
 YUNET_MODEL_ENV = "QFACE_YUNET_MODEL"
@@ -375,10 +375,7 @@ class YuNetDetector(_Landmarkers, FaceDetector):
 
     @cached_property
     def _net(self):
-        try:
-            import cv2
-        except ImportError as error:
-            raise ImportError("the yunet detector needs OpenCV: pip install opencv-contrib-python") from error
+        cv2 = require("cv2", "yunet", "the yunet detector")
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a harmless backend warning per load
         try:

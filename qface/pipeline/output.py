@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from qface.pipeline.results import Face
-from qface.tasks import TASKS
+from qface.tasks import TASKS, resolve
 
 BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
 
@@ -18,38 +18,20 @@ BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "b
 def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
     """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
-    for task in tasks:
-        labels = TASKS[task].labels
-        if task == "expression":
-            columns += [f"expression.{label}" for label in labels] + ["top_expression"]
-        elif task in ("action_units", "attributes", "pose"):
-            columns += [f"{task}.{label}" for label in labels]
-        elif task == "age":
-            columns.append("age")
-        elif task == "landmarks":
-            columns += [f"landmarks.{i}.{axis}" for i in range(len(labels)) for axis in "xy"]
-        elif task == "identity":
-            columns += [f"embedding.{i}" for i in range(embedding_dim)]
-    return columns
+    return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
 
 
 def summary_line(row: dict[str, Any], face: Face | None) -> str:
-    """One readable line per face for a terminal: top expression, age, pose, active AUs and attributes (p ≥ 0.5)."""
+    """One readable line per face for a terminal: what each task that ran says in a few words (`Task.describe`)."""
     where = Path(row["file"]).name + (f" frame {row['frame']}" if "frame" in row else "")
     if row.get("error"):
         return f"{where}: ERROR {row['error']}"
     if face is None:
         return f"{where}: no face"
     parts = [f"face {row['face']} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
-    if face.top_expression:
-        parts.append(f"{face.top_expression} {face.expression[face.top_expression]:.2f}")
-    if face.age is not None:
-        parts.append(f"age {face.age:.0f}")
-    if face.pose:
-        parts.append("pitch {pitch:+.0f}° yaw {yaw:+.0f}° roll {roll:+.0f}°".format(**face.pose))
-    for name, values in (("AUs", face.action_units), ("attributes", face.attributes)):
-        if values:
-            parts.append(f"{name}: " + (", ".join(k for k, v in values.items() if v >= 0.5) or "none"))
+    for task in TASKS.values():
+        if task.describe and face.answers(task):
+            parts.append(task.describe(face))
     return f"{where}: " + " | ".join(parts)
 
 
@@ -64,8 +46,7 @@ class ResultWriter:
             csv.DictWriter(
                 self.stream,
                 csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128),
-                extrasaction="ignore",
-            )
+            )  # a field without a column is an error (DictWriter raises), never a silent drop
             if path and path.suffix == ".csv"
             else None
         )

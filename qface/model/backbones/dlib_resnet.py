@@ -15,7 +15,6 @@ dlib rules the port must follow to match (see dlib/dnn/layers.h and the CPU tens
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qface.model.backbones.base import Backbone, BackboneOutput
+from qface.resources import dlib_model_path
 
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -38,20 +38,6 @@ LEVELS: tuple[tuple[int, int, bool], ...] = (
     (256, 0, True),
 )
 DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
-
-
-def dlib_model_path(name: str) -> Path:
-    """Path of a model file shipped by `face-recognition-models`, found without importing that package
-    (its __init__ imports pkg_resources, which recent setuptools no longer provide)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"dlib model {name!r} needs the face-recognition-models package: pip install face-recognition-models"
-        )
-    path = Path(spec.submodule_search_locations[0]) / "models" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; reinstall it with: pip install face-recognition-models")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------

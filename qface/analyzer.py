@@ -2,15 +2,14 @@
 
     analyzer = FaceAnalyzer()                      # the bundled default model, detector "auto"
     faces = analyzer.analyze("photo.jpg")          # a path, bytes, PIL image or RGB array (bgr=True for OpenCV)
-    batch = analyzer.analyze([a, b, c])            # a list in → a list of face lists out; one network pass per batch
+    batch = analyzer.analyze_batch([a, b, c])      # one face list per image; one network pass for all their faces
 
 Every face of a batch of images goes through the network together, and one backbone pass serves every task.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,13 @@ import torch
 
 from qface.data.transforms import hflip_landmarks_normalised, hflip_pose
 from qface.model.qface import QFace, QFaceConfig
-from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
+from qface.pipeline.align import AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
 from qface.pipeline.io import ImageInput, load_image
-from qface.pipeline.results import Face, rounded
-from qface.tasks import TASKS
+from qface.pipeline.results import Face
+from qface.resources import DEFAULT_WEIGHTS, require
+from qface.tasks import TASKS, rounded
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
 # of the CelebA training identities (96.7 % there, 96.4 % on the validation identities; weights/MODEL_CARD.md).
 # dlib's descriptors have norm ~1.5, so its own rule (0.6 on raw descriptors) is 0.4 here.
@@ -68,6 +67,9 @@ class _Pending:
 
 
 class FaceAnalyzer:
+    """Photos in, `Face`s out: detection, alignment and one batched network pass over every face found. Holds the
+    model and the detector, so build one and reuse it (a detector is not thread-safe: one analyzer per thread)."""
+
     def __init__(
         self,
         weights: str | Path | None = None,
@@ -89,11 +91,15 @@ class FaceAnalyzer:
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention, self.mirror = device, batch_size, attention, mirror
 
-    def analyze(self, images: ImageInput | list[ImageInput], bgr: bool = False) -> list[Face] | list[list[Face]]:
-        """One input → its faces; a list of inputs → one face list per input (no face: an empty list)."""
-        if isinstance(images, list):
-            return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
-        return self.analyze_arrays([load_image(images, bgr=bgr)])[0]
+    def analyze(self, image: ImageInput, bgr: bool = False) -> list[Face]:
+        """One image → its faces (none: an empty list). For several images use `analyze_batch`."""
+        if isinstance(image, list | tuple):
+            raise TypeError("analyze() takes one image; analyze_batch() takes a list of them")
+        return self.analyze_arrays([load_image(image, bgr=bgr)])[0]
+
+    def analyze_batch(self, images: Iterable[ImageInput], bgr: bool = False) -> list[list[Face]]:
+        """Several images → one face list per image, in order; their faces share network batches."""
+        return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
 
     def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches."""
@@ -170,25 +176,8 @@ class FaceAnalyzer:
             chip=aligned.chip,
             chip_to_image=aligned.chip_to_image,
         )
-        if "expression" in out:
-            probs = out["expression"]["probs"].numpy()
-            face.expression = dict(zip(TASKS["expression"].labels, rounded(probs)))
-            face.top_expression = TASKS["expression"].labels[int(np.argmax(probs))]
-        for name in ("action_units", "attributes"):
-            if name in out:
-                setattr(face, name, dict(zip(TASKS[name].labels, rounded(out[name]["probs"].numpy()))))
-        if "age" in out:
-            face.age = round(float(out["age"]["years"]), 2)
-        if "pose" in out:
-            pitch, yaw, roll = out["pose"]["degrees"].numpy()
-            # The chip is levelled by alignment: its roll plus the alignment's rotation is the roll in the image.
-            matrix = aligned.chip_to_image
-            roll = roll + math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
-            face.pose = dict(zip(TASKS["pose"].labels, rounded([pitch, yaw, (roll + 180) % 360 - 180], 2)))
-        if "landmarks" in out:
-            face.landmarks = rounded(aligned.to_image(out["landmarks"]["points"].numpy() * CHIP_SIZE), 2)
-        if "identity" in out:
-            face.embedding = rounded(out["identity"]["embedding"].numpy(), 6)
+        for name, decoded in out.items():
+            face.outputs |= TASKS[name].read({key: value.numpy() for key, value in decoded.items()}, aligned)
         return face
 
 
@@ -213,8 +202,7 @@ def average_with_mirror(
 
 def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
     """(frames per second, a generator of (index, RGB frame)); OpenCV decodes."""
-    import cv2
-
+    cv2 = require("cv2", "video", "reading videos")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open as a video")
@@ -237,8 +225,7 @@ def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]
 
 def to_dataframe(results: list[list[Face]], sources: list[str] | None = None):
     """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`); needs pandas."""
-    import pandas as pd
-
+    pd = require("pandas", "dataframe", "to_dataframe")
     rows = []
     for index, faces in enumerate(results):
         for number, face in enumerate(faces):
