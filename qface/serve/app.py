@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from qface.cli import SAMPLE_IMAGE
 from qface.pipeline.analyzer import SAME_PERSON_THRESHOLD, FaceAnalyzer, model_card_summary
 from qface.pipeline.detect import DETECTORS, YUNET_MODEL_ENV, get_detector
 from qface.pipeline.io import ImageDecodeError, ImageTooLargeError, NotAnImageError, load_image
@@ -157,7 +158,8 @@ class Engine:
 
     def __init__(self, analyzer: FaceAnalyzer, settings: Settings, yunet_model: str | None):
         self.analyzer, self.max_pixels, self.yunet_model = analyzer, settings.max_pixels, yunet_model
-        self.detectors: dict = {}  # made in the worker thread, used only there (detectors are not thread-safe)
+        self.detectors: dict = {}  # used by the worker thread only (detectors are not thread-safe)
+        self.detector(settings.detector)(load_image(SAMPLE_IMAGE))  # its models load now, not on the first request
 
     def detector(self, name: str):
         if name not in self.detectors:

@@ -108,7 +108,7 @@ async function showResult(file, body) {
   const context = canvas.getContext("2d");
   context.drawImage(image, 0, 0, body.width, body.height);
   URL.revokeObjectURL(url);
-  const faces = [...body.faces].sort((a, b) => a.box[0] - b.box[0]);
+  const faces = [...body.faces].sort((a, b) => b.score - a.score); // the surest face first
   faces.forEach((face, index) => drawFace(context, face, index + 1, Math.max(body.width, body.height) / 640));
   $("cards").replaceChildren(...faces.map((face, index) => card(face, index + 1)));
   $("result").hidden = false;
@@ -267,12 +267,12 @@ function showMap(canvas, chipImage, face, task, label, caption) {
   cells.width = cells.height = grid;
   const pixels = cells.getContext("2d").createImageData(grid, grid);
   values.forEach((v, i) => {
-    pixels.data.set([255, Math.round(90 + 120 * v), 0, Math.round(210 * v)], 4 * i); // warm where it looked
+    pixels.data.set([255, Math.round(60 + 160 * v), 0, Math.round(230 * v)], 4 * i); // warm where it looked
   });
   cells.getContext("2d").putImageData(pixels, 0, 0);
   const context = canvas.getContext("2d");
   context.drawImage(chipImage, 0, 0, canvas.width, canvas.height);
-  context.fillStyle = "rgba(0,0,0,0.35)";
+  context.fillStyle = "rgba(0,0,0,0.45)";
   context.fillRect(0, 0, canvas.width, canvas.height);
   context.imageSmoothingEnabled = true;
   context.drawImage(cells, 0, 0, canvas.width, canvas.height);
@@ -337,6 +337,7 @@ function wire() {
   $("webcam-open").addEventListener("click", openWebcam);
   $("webcam-close").addEventListener("click", closeWebcam);
   $("snap").addEventListener("click", snapshot);
+  $("key-row").addEventListener("submit", (event) => event.preventDefault());
   $("key").addEventListener("change", (event) => {
     sessionStorage.setItem("qface-key", event.target.value);
     $("error").hidden = true;
