@@ -179,6 +179,7 @@ def test_a_batch_gives_a_result_or_an_error_per_file_in_order(app):
     results = response.json()["results"]
     assert [r["file"] for r in results] == ["a.png", "b.txt", "c.png"]
     assert results[1]["error"]["code"] == "not_an_image" and "faces" not in results[1]
+    assert results[1]["error"]["message"].startswith("b.txt: not an image")
     assert results[0]["faces"] == results[2]["faces"] and set(results[0]["faces"][0]) >= {"age"}
 
 
@@ -196,6 +197,7 @@ def test_compare_finds_the_same_person_in_a_mirror_image_and_refuses_a_picture_w
     assert "image b" in error_of(no_face, 422, "no_face")
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_429_with_retry_after(analyzer):
     app = make_app(analyzer, queue_size=1)
     with app.state.batcher.admit():  # one request inside: the queue's one place is taken
@@ -240,6 +242,7 @@ def test_cors_is_off_by_default_and_on_for_the_listed_origins(app, analyzer):
     assert opened.headers["access-control-allow-origin"] == "https://example.org"
 
 
+@pytest.mark.slow
 def test_uploads_are_never_written_to_disk(app, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an upload went to a temporary file")
@@ -252,6 +255,7 @@ def test_uploads_are_never_written_to_disk(app, monkeypatch):
     assert response.status_code == 200 and response.json()["width"] == 1200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_give_the_same_results_as_sequential_ones(analyzer):
     app = make_app(analyzer)
     photo = np.asarray(Image.open(io.BytesIO(ASTRONAUT)).convert("RGB"))

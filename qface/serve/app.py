@@ -141,6 +141,7 @@ ERRORS = {
 
 @dataclass
 class ImageJob:
+    name: str  # the upload's file name, for messages
     data: bytes
     detector: str
 
@@ -174,7 +175,7 @@ class Engine:
             try:
                 decoded.append((index, load_image(job.data, max_pixels=self.max_pixels)))
             except ImageDecodeError as error:
-                outcomes[index] = image_error(error)
+                outcomes[index] = image_error(error, job)
         images = [image for _, image in decoded]
         detectors = [self.detector(jobs[index].detector) for index, _ in decoded]
         try:
@@ -193,12 +194,13 @@ class Engine:
             return error
 
 
-def image_error(error: ImageDecodeError) -> ApiError:
+def image_error(error: ImageDecodeError, job: ImageJob) -> ApiError:
+    message = str(error).replace(f"<{len(job.data)} bytes>", job.name or "the upload", 1)  # load_image's name
     if isinstance(error, ImageTooLargeError):
-        return ApiError(413, "too_large", str(error))
+        return ApiError(413, "too_large", message)
     if isinstance(error, NotAnImageError):
-        return ApiError(415, "not_an_image", str(error))
-    return ApiError(400, "bad_image", str(error))
+        return ApiError(415, "not_an_image", message)
+    return ApiError(400, "bad_image", message)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -353,13 +355,13 @@ def create_app(settings: Settings | None = None, analyzer: FaceAnalyzer | None =
     if settings.api_key:
         header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key `qface serve` was given")
 
-        def check_key(key: str | None = Depends(header)) -> None:
+        async def check_key(key: str | None = Depends(header)) -> None:
             if not key or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
                 raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
         guard = [Depends(check_key)]
 
-    async def analyse(request: Request, files: dict[str, int]) -> tuple[list[Upload], Options, list[Any]]:
+    async def run_analysis(request: Request, files: dict[str, int]) -> tuple[list[Upload], Options, list[Any]]:
         """Admission, the form, its checks and the worker's outcomes, all within the request time limit."""
         try:
             async with asyncio.timeout(settings.request_timeout):
@@ -368,12 +370,10 @@ def create_app(settings: Settings | None = None, analyzer: FaceAnalyzer | None =
                         request, settings.max_file_bytes, settings.max_files, settings.max_request_bytes
                     )
                     options = parse_options(form, files, tasks, detectors, settings.detector)
-                    uploads = form.files
-                    jobs = [None if u.size > settings.max_file_bytes else ImageJob(bytes(u.data), options.detector)
-                            for u in uploads]  # fmt: skip
-                    outcomes = await batcher.run([job for job in jobs if job])
-                    ran = iter(outcomes)
-                    results = [next(ran) if job else file_too_large(u, settings) for job, u in zip(jobs, uploads)]
+                    uploads, limit = form.files, settings.max_file_bytes
+                    jobs = [ImageJob(u.filename, bytes(u.data), options.detector) for u in uploads if u.size <= limit]
+                    outcomes = iter(await batcher.run(jobs))
+                    results = [next(outcomes) if u.size <= limit else file_too_large(u, settings) for u in uploads]
                     return uploads, options, results
         except TimeoutError:
             raise ApiError(
@@ -387,7 +387,7 @@ def create_app(settings: Settings | None = None, analyzer: FaceAnalyzer | None =
               openapi_extra=form_schema({"file": "the image"}, detectors=detectors))  # fmt: skip
     async def analyze(request: Request) -> JSONResponse:
         """One image → its faces, as Face.to_dict() (README, "Use"), with the image size and the model id."""
-        _, options, (outcome,) = await analyse(request, {"file": 1})
+        _, options, (outcome,) = await run_analysis(request, {"file": 1})
         if isinstance(outcome, Exception):
             raise as_api_error(outcome)
         return JSONResponse({"model": model.model_id, **analysis_json(outcome, options)})
@@ -396,7 +396,7 @@ def create_app(settings: Settings | None = None, analyzer: FaceAnalyzer | None =
               openapi_extra=form_schema({"files": "the images"}, batch=True, detectors=detectors))  # fmt: skip
     async def analyze_batch(request: Request) -> JSONResponse:
         """Several images (up to the files limit) → one result or one error per file, in order."""
-        uploads, options, outcomes = await analyse(request, {"files": settings.max_files})
+        uploads, options, outcomes = await run_analysis(request, {"files": settings.max_files})
         results = []
         for upload, outcome in zip(uploads, outcomes):
             if isinstance(outcome, Exception):
@@ -411,7 +411,7 @@ def create_app(settings: Settings | None = None, analyzer: FaceAnalyzer | None =
         """Two images → the identity distance between their largest faces, and whether they are the same person."""
         if "identity" not in tasks:
             raise bad_field(f"model {model.model_id} has no identity task to compare faces with")
-        uploads, options, outcomes = await analyse(request, {"a": 1, "b": 1})
+        uploads, options, outcomes = await run_analysis(request, {"a": 1, "b": 1})
         by_name = {upload.name: outcome for upload, outcome in zip(uploads, outcomes)}
         faces = []
         for name in ("a", "b"):

@@ -38,6 +38,8 @@ function showError(code, message) {
   $("error-message").textContent = message;
   $("error").hidden = false;
   $("error").dataset.code = code;
+  $("result").hidden = true; // what is shown must be what was sent last: an older result would mislead
+  $("error").scrollIntoView({ block: "nearest" });
   if (code === "unauthorized") $("key-row").hidden = false;
 }
 
