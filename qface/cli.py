@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.resources import SAMPLE_IMAGE
+from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.tasks import TASKS
-
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -225,15 +224,17 @@ def label(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from qface.resources import require
     from qface.serve.settings import from_args
 
     try:
-        from qface.serve.app import run
+        for module in ("fastapi", "uvicorn", "python_multipart"):
+            require(module, "serve", "qface serve")
     except ImportError as error:
-        if error.name not in ("fastapi", "uvicorn", "python_multipart", "starlette"):
-            raise
-        print(f"error: qface serve needs {error.name}: pip install 'qface[serve]' (the serve extra)", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    from qface.serve.app import run
+
     return run(from_args(args))
 
 

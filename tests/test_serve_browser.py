@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qface.cli import SAMPLE_IMAGE
+from qface.resources import SAMPLE_IMAGE
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -26,21 +26,21 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException
 
-from qface.cli import SAMPLE_IMAGE
-from qface.pipeline.analyzer import SAME_PERSON_THRESHOLD, FaceAnalyzer, model_card_summary
+from qface.analyzer import SAME_PERSON_THRESHOLD, FaceAnalyzer
 from qface.pipeline.detect import DETECTORS, YUNET_MODEL_ENV, get_detector
 from qface.pipeline.io import ImageDecodeError, ImageTooLargeError, NotAnImageError, load_image
 from qface.pipeline.results import Face
+from qface.resources import SAMPLE_IMAGE, model_card_summary
 from qface.serve.batcher import Batcher
 from qface.serve.errors import ApiError, bad_field, megabytes, too_large
 from qface.serve.form import Form, Upload, read_form
 from qface.serve.settings import Settings
+from qface.tasks import TASKS
 
 STATIC = Path(__file__).resolve().parent / "static"
-TASK_FIELDS = {"expression": ("expression", "top_expression"), "identity": ("embedding",)}  # others: the task name
 ALWAYS = ("box", "score", "points", "model")
 log = logging.getLogger("qface.serve")
 
@@ -59,21 +59,22 @@ class AttentionBody(BaseModel):
     maps: dict[str, dict[str, list[float]]]  # task → label → map (the last decoder layer, heads averaged)
 
 
-class FaceBody(BaseModel):
+class FaceWhere(BaseModel):
     box: list[float]
     score: float
     points: list[list[float]]
     model: str
-    expression: dict[str, float] | None = None
-    top_expression: str | None = None
-    action_units: dict[str, float] | None = None
-    attributes: dict[str, float] | None = None
-    age: float | None = None
-    pose: dict[str, float] | None = None
-    landmarks: list[list[float]] | None = None
-    embedding: list[float] | None = None
     chip: str | None = None  # with attention: the aligned face the maps lie over, a data: URL (JPEG)
     attention: AttentionBody | None = None
+
+
+# A face's JSON: where it is, then every task's result fields as the registry declares them (Field kind → type).
+FIELD_TYPES = {"labels": dict[str, float], "value": float | str, "points": list[list[float]], "vector": list[float]}
+FaceBody = create_model(
+    "FaceBody",
+    __base__=FaceWhere,
+    **{f.name: (FIELD_TYPES[f.kind] | None, None) for task in TASKS.values() for f in task.fields},
+)
 
 
 class AnalyzeBody(BaseModel):
@@ -245,7 +246,7 @@ def parse_options(form: Form, files: dict[str, int], tasks: list[str], detectors
 def face_json(face: Face, options: Options) -> dict[str, Any]:
     """Face.to_dict() limited to the asked tasks; with attention, the aligned face and every label's map."""
     full = face.to_dict()
-    keep = set(ALWAYS).union(*(TASK_FIELDS.get(task, (task,)) for task in options.tasks))
+    keep = set(ALWAYS) | {f.name for task in options.tasks for f in TASKS[task].fields}
     result = {key: value for key, value in full.items() if key in keep}
     if options.attention and face.attention and face.chip is not None:
         result["chip"] = jpeg_data_url(face.chip)
@@ -254,8 +255,6 @@ def face_json(face: Face, options: Options) -> dict[str, Any]:
 
 
 def attention_json(face: Face, tasks: list[str]) -> dict[str, Any]:
-    from qface.tasks import TASKS
-
     maps, grid = {}, 0
     for task in tasks:
         if task in face.attention:
