@@ -101,12 +101,14 @@ class FaceAnalyzer:
         """Several images → one face list per image, in order; their faces share network batches."""
         return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
 
-    def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """RGB uint8 arrays → faces per image; faces of all images share network batches."""
+    def analyze_arrays(self, images: list[np.ndarray], detectors: list | None = None) -> list[list[Face]]:
+        """RGB uint8 arrays → faces per image; faces of all images share network batches. `detectors` (one per
+        image, default: the analyzer's own) lets a server honour each request's choice within one batch."""
+        detectors = detectors or [self.detector] * len(images)
         pending = [
             _Pending(index, detection, detection.aligned or align(image, detection.shape))
-            for index, image in enumerate(images)
-            for detection in self.detector(image)
+            for index, (image, detector) in enumerate(zip(images, detectors, strict=True))
+            for detection in detector(image)
         ]
         results: list[list[Face]] = [[] for _ in images]
         for start in range(0, len(pending), self.batch_size):

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qface.resources import SAMPLE_IMAGE
+from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.tasks import TASKS
-
-SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
-
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -159,14 +158,13 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
 
 def info(args: argparse.Namespace) -> int:
     from qface.analyzer import load_model
-    from qface.resources import DEFAULT_WEIGHTS
+    from qface.resources import DEFAULT_WEIGHTS, model_card_summary
 
     model = load_model(args.weights)
     print(f"model: {model.model_id}  backbone: {model.config.backbone['name']}  input: {model.input_size}px")
-    card = (args.weights or DEFAULT_WEIGHTS) / "MODEL_CARD.md"
-    if card.exists():  # the card's summary: data, licence, headline validation numbers
-        summary = card.read_text().split("## Summary", 1)[-1].split("\n## ", 1)[0].strip()
-        print(f"\n{summary}\n\nfull model card: {card}\n")
+    summary = model_card_summary(args.weights)
+    if summary:
+        print(f"\n{summary}\n\nfull model card: {(args.weights or DEFAULT_WEIGHTS) / 'MODEL_CARD.md'}\n")
     for task in model.tasks:
         print(f"{task.name} ({len(task.labels)}): {', '.join(task.labels) if task.uses_queries else 'embedding'}")
     return 0
@@ -236,6 +234,21 @@ def label(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from qface.resources import require
+    from qface.serve.settings import from_args
+
+    try:
+        for module in ("fastapi", "uvicorn", "python_multipart"):
+            require(module, "serve", "qface serve")
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from qface.serve.app import run
+
+    return run(from_args(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     teach = commands.add_parser("label", help="teacher labels (MediaPipe pose + 68 landmarks) for chip caches")
     teach.add_argument("folders", nargs="+", type=Path)
     teach.set_defaults(handler=label)
+    web = commands.add_parser("serve", help="a REST API and a web page on http://127.0.0.1:8000 (the serve extra)")
+    add_serve_arguments(web)
+    web.set_defaults(handler=serve)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -9,6 +9,15 @@ from pathlib import Path
 from types import ModuleType
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
+
+
+def model_card_summary(weights: str | Path | None = None) -> str | None:
+    """The "Summary" section of the model folder's MODEL_CARD.md (data, licence, headline numbers), if it has one."""
+    card = Path(weights or DEFAULT_WEIGHTS) / "MODEL_CARD.md"
+    if not card.exists():
+        return None
+    return card.read_text().split("## Summary", 1)[-1].split("\n## ", 1)[0].strip()
 
 
 def dlib_model_path(name: str) -> Path:

@@ -10,15 +10,16 @@ Rules, one place for each surprise:
 - EXIF orientation is honoured (PIL.ImageOps.exif_transpose); an unreadable EXIF block is ignored, not fatal.
   A PIL image passed in is oriented by its own EXIF too. Multi-frame files (GIF, TIFF, APNG, MPO) give frame 0.
 - Pixel limit: an encoded image whose header claims more than MAX_PIXELS (width × height; 50 megapixels by default,
-  about an 8660 × 5770 photo) is refused before any pixel is decoded. Override it per call (`max_pixels=`) or for
-  the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard (Image.MAX_IMAGE_PIXELS, 89 MP; an error
-  above twice that) is left as it is and its DecompressionBombError is reported as ImageDecodeError too, so a
-  limit above 178 MP also needs Pillow's raised (its warning above 89 MP is silenced while opening: the
-  decision is ours). Arrays are already decoded and are not limited.
+  about an 8660 × 5770 photo) is refused before any pixel is decoded (ImageTooLargeError). Override it per call
+  (`max_pixels=`) or for the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard
+  (Image.MAX_IMAGE_PIXELS, 89 MP; an error above twice that) is left as it is and its DecompressionBombError is
+  reported as ImageTooLargeError too, so a limit above 178 MP also needs Pillow's raised (its warning above 89 MP
+  is silenced while opening: the decision is ours). Arrays are already decoded and are not limited.
 - Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
   other external code, are refused.
-- Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source; no Pillow,
-  zlib or struct exception escapes. A missing path is still FileNotFoundError (nothing to decode).
+- Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source (empty or
+  unrecognised data: its subclass NotAnImageError); no Pillow, zlib or struct exception escapes. A missing path
+  is still FileNotFoundError (nothing to decode).
 - Alpha (LA, La, PA, P with a transparent colour, RGBA, RGBa, 2- and 4-channel arrays) is composited on WHITE,
   as a viewer on a white page shows it (dropping it would reveal whatever colour hides under transparent pixels,
   often black). An alpha that is fully opaque, or fully transparent everywhere (an unset channel, as in many
@@ -58,6 +59,14 @@ class ImageDecodeError(ValueError):
     """The input is not an image this module can decode safely (corrupt, truncated, empty, too large, unknown)."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """The header claims more pixels than the limit; nothing was decoded."""
+
+
+class NotAnImageError(ImageDecodeError):
+    """Empty data, or no supported image format recognises it (as opposed to a recognised but broken image)."""
+
+
 def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Any supported input → C-contiguous RGB uint8 (H, W, 3). See the module docstring for every rule."""
     if isinstance(image, np.ndarray):
@@ -69,12 +78,12 @@ def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = No
     if isinstance(image, bytes | bytearray | memoryview):
         data = bytes(image)
         if not data:
-            raise ImageDecodeError("empty bytes: no image data")
+            raise NotAnImageError("empty bytes: no image data")
         return _open_and_decode(io.BytesIO(data), f"<{len(data)} bytes>", limit)
     if isinstance(image, str | os.PathLike):
         path = os.fspath(image)
         if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise ImageDecodeError(f"{path}: empty file (0 bytes)")
+            raise NotAnImageError(f"{path}: empty file (0 bytes)")
         return _open_and_decode(path, str(path), limit)
     if hasattr(image, "read"):
         return _open_and_decode(image, f"<{type(image).__name__}>", limit)
@@ -105,7 +114,7 @@ def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray,
 def _check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
     width, height = size
     if width * height > limit:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{name}: {width}×{height} = {width * height / 1e6:.1f} megapixels exceeds the limit of "
             f"{limit / 1e6:g} MP (a decompression-bomb guard); refused before decoding. Raise it with "
             f"load_image(..., max_pixels=N) or qface.pipeline.io.MAX_PIXELS if the image is genuine."
@@ -120,12 +129,12 @@ def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarra
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Image.DecompressionBombError as error:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{name}: refused before decoding by Pillow's decompression-bomb guard ({error}); "
             f"qface's own limit is {limit / 1e6:g} MP"
         ) from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(
+        raise NotAnImageError(
             f"{name}: not an image in a supported format ({', '.join(FORMATS)}), or its header is corrupt"
         ) from None
     except Exception as error:  # any failure of a plugin while reading the header
