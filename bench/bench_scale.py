@@ -60,9 +60,9 @@ def run(command: list[str]) -> dict[str, float]:
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
-    if job.returncode not in (0, 1):
+    summary = [line for line in errors.splitlines() if " analysed, " in line]
+    if job.returncode not in (0, 1) or ("ray" in command and not summary):
         raise RuntimeError(f"{command} failed ({job.returncode}):\n{errors[-3000:]}")
-    summary = [line for line in errors.splitlines() if "analysed" in line]
     return {"seconds": seconds, "peak_sum": peak_sum / 2**20, "peak_process": peak_process / 2**20, "line": summary}
 
 
@@ -110,25 +110,26 @@ def main() -> None:
             (many / name).symlink_to((args.folder / name).resolve())
         (one / names[0]).symlink_to((args.folder / names[0]).resolve())
         ray = [*qface, "--engine", "ray", "--actors", str(args.actors)]
-        results = {
-            "cli start-up (1 image)": run([*qface, str(one), "--out", str(scratch / "one.csv")]),
-            "ray start-up (1 image)": run([*ray, str(one), "--out", str(scratch / "one-ray")]),
-            f"cli, {len(names)} images": run([*qface, str(many), "--out", str(scratch / "cli.csv")]),
-            f"ray, {len(names)} images, {args.actors} actors": run([*ray, str(many), "--out", str(scratch / "ray")]),
+        print(f"{len(names)} images from {args.folder}, detector dlib-hog, all tasks")
+        print("| run | wall s | images/s | peak RSS sum MiB | peak RSS process MiB | load average before |")
+        print("|---|---:|---:|---:|---:|---:|")
+        runs = {
+            "cli start-up (1 image)": [*qface, str(one), "--out", str(scratch / "one.csv")],
+            "ray start-up (1 image)": [*ray, str(one), "--out", str(scratch / "one-ray")],
+            f"cli, {len(names)} images": [*qface, str(many), "--out", str(scratch / "cli.csv")],
+            f"ray, {len(names)} images, {args.actors} actors": [*ray, str(many), "--out", str(scratch / "ray")],
         }
-        agreement = compare(scratch / "cli.csv", scratch / "ray")
-    print(f"{len(names)} images from {args.folder}, detector dlib-hog, all tasks; load average {os.getloadavg()}")
-    print("| run | wall s | images/s | peak RSS sum MiB | peak RSS process MiB |\n|---|---:|---:|---:|---:|")
-    for name, result in results.items():
-        count = 1 if "1 image" in name else len(names)
-        print(
-            f"| {name} | {result['seconds']:.1f} | {count / result['seconds']:.1f} | {result['peak_sum']:.0f} | "
-            f"{result['peak_process']:.0f} |"
-        )
-    for name, result in results.items():
-        if result["line"]:
-            print(f"{name}: {result['line'][-1]}")
-    print(f"rows: {agreement}")
+        for name, command in runs.items():
+            load = os.getloadavg()[0]
+            result = run(command)
+            count = 1 if "1 image" in name else len(names)
+            print(
+                f"| {name} | {result['seconds']:.1f} | {count / result['seconds']:.2f} | {result['peak_sum']:.0f} | "
+                f"{result['peak_process']:.0f} | {load:.1f} |",
+                *result["line"][-1:],
+                flush=True,
+            )
+        print(f"rows: {compare(scratch / 'cli.csv', scratch / 'ray')}")
 
 
 if __name__ == "__main__":

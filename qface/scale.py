@@ -90,7 +90,10 @@ def done_inputs(out: Path) -> set[str]:
 
     done: set[str] = set()
     for part in out.glob("part-*.parquet"):
-        done.update(pq.read_table(part, columns=["file"]).column("file").to_pylist())
+        try:
+            done.update(pq.read_table(part, columns=["file"]).column("file").to_pylist())
+        except Exception as error:  # only a damaged disk or a hand-edited folder gets here: parts are atomic
+            raise ValueError(f"{part} is unreadable ({error}); delete it to analyse its inputs again") from None
     return done
 
 
@@ -165,8 +168,11 @@ class AnalyzeParts:
 
 
 def _commit(path: Path, write) -> None:
+    """Write through a hidden temporary, flushed to disk, then rename: `path` is either complete or absent."""
     temporary = path.with_name(f".{path.name}.tmp")
     write(temporary)
+    with open(temporary, "rb+") as written:
+        os.fsync(written.fileno())
     os.replace(temporary, path)
 
 
@@ -215,7 +221,7 @@ def analyze_dataset(
     if pending:
         own_ray, joining = not ray.is_initialized(), time.perf_counter()
         if own_ray:
-            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+            start_ray(address)
         summary.startup_seconds = time.perf_counter() - joining
         try:
             _run(ray, pending, out, options, batch_size, part_size, actors, stride, jsonl, progress, summary)
@@ -270,6 +276,25 @@ def _check_run_file(out: Path, options: dict) -> None:
             raise ValueError(f"{out} holds the results of another run ({changed}); use a new output folder")
     else:
         record.write_text(json.dumps(options, indent=2) + "\n")
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, attempts: int = 3):
+    """Join the cluster at `address`, or start a local Ray (with `num_cpus`, default all). A local start is tried
+    `attempts` times: Ray gives its raylet a fixed 30 s to register, which a busy machine can miss."""
+    ray = _import_ray()
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(
+                address=address or "local",
+                num_cpus=None if address else num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+        except Exception as error:  # Ray raises a bare Exception when its node does not come up in time
+            ray.shutdown()
+            if address or attempt == attempts:
+                raise
+            print(f"Ray did not start ({error}); trying again ({attempt + 1} of {attempts})", file=sys.stderr)
 
 
 def _import_ray():

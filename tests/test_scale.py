@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from test_cli import make_folder
 
 from qface.cli import main
-from qface.scale import analyze_dataset, done_inputs, list_inputs
+from qface.scale import analyze_dataset, done_inputs, list_inputs, start_ray
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def ray():
     ray = pytest.importorskip("ray")
     pytest.importorskip("pyarrow")
-    ray.init(num_cpus=2, address="local", include_dashboard=False)
+    start_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -45,13 +46,17 @@ def test_rows_equal_the_cli_and_a_bad_file_is_an_error_row(tmp_path, ray):
         assert main(cli) == 1  # two inputs failed
     finally:
         torch.set_num_threads(threads)
-    summary = analyze_dataset(folder, tmp_path / "ray", recursive=True, detector="dlib-hog", part_size=3, actors=2)
+    out = tmp_path / "ray"
+    summary = analyze_dataset(folder, out, recursive=True, detector="dlib-hog", part_size=3, actors=2, jsonl=True)
     assert (summary.analysed, summary.failed, summary.skipped) == (4, 2, 0)
     with open(tmp_path / "a.csv") as stream:
         reader = csv.DictReader(stream)
         columns, expected = reader.fieldnames, list(reader)
-    rows = parquet_rows(tmp_path / "ray")
+    rows = parquet_rows(out)
     assert list(rows[0]) == columns and len(rows) == len(expected)
+    parts = sorted(out.glob("part-*.parquet"))
+    lines = [json.loads(line) for part in parts for line in part.with_suffix(".jsonl").read_text().splitlines()]
+    assert [(line["file"], line.get("face")) for line in lines] == [(row["file"], row["face"]) for row in rows]
     assert summary.faces == sum(row["face"] != "" for row in expected)
     by_key = {(row["file"], "" if row["face"] is None else str(row["face"])): row for row in rows}
     for want in expected:
