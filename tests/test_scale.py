@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 from test_cli import make_folder
 
-from qface.cli import main
+from qface.cli import SAMPLE_IMAGE, main
 from qface.scale import analyze_dataset, done_inputs, list_inputs, start_ray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +76,29 @@ def test_rows_equal_the_cli_and_a_bad_file_is_an_error_row(tmp_path, ray):
     assert len(no_face) == 1 and no_face[0]["face"] is None and no_face[0]["error"] is None
 
 
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session we started (Ray gives each worker its own process group, not session),
+    and wait until none is left running, so that no actor writes a part after the kill."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = subprocess.run(["ps", "-s", str(session), "-o", "pid=,stat="], capture_output=True, text=True)
+        alive = [int(pid) for pid, stat in (line.split() for line in listed.stdout.splitlines()) if stat[0] != "Z"]
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    raise RuntimeError(f"processes of session {session} survived SIGKILL")
+
+
 @pytest.mark.slow
 def test_a_killed_run_restarted_gives_one_row_per_input(tmp_path, ray):
     folder = make_folder(tmp_path)
+    for copy in range(6):  # enough slow inputs that the kill lands before the end
+        shutil.copy(SAMPLE_IMAGE, folder / f"copy{copy}.png")
     out = tmp_path / "ray"
     script = (
         "from qface.scale import analyze_dataset; "
@@ -90,7 +111,7 @@ def test_a_killed_run_restarted_gives_one_row_per_input(tmp_path, ray):
         while not list(out.glob("part-*.parquet")) and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the driver and the Ray it started: no clean-up of any kind
+        kill_session(job.pid)  # the driver and the Ray it started, actors included: no clean-up of any kind
         job.wait()
     inputs = list_inputs(folder, recursive=True)
     written = done_inputs(out)
