@@ -9,25 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qface.resources import SAMPLE_IMAGE
 from qface.tasks import TASKS
-
-SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
-    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
-    inputs = []
-    for path in paths:
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
-        else:
-            inputs.append(path)
-    return inputs
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -38,6 +21,7 @@ def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qface.analyzer import FaceAnalyzer
+    from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
     from qface.pipeline.output import ResultWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}

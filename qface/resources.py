@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"  # a photo with one face
 
 
 def dlib_model_path(name: str) -> Path:

@@ -11,8 +11,9 @@ part decodes, detects, aligns and runs the network `batch_size` images at a time
 driver only receives a three-number summary per part, so memory is bounded by the parts in flight.
 
 The output folder, one file per part: `part-<id>.parquet` (and `part-<id>.jsonl` with `jsonl=True`), with exactly
-the CSV's columns (`qface.pipeline.output.csv_columns`) and rows (`input_rows`, `error_row`): one row per face; an
-input with no face is one row with `face` null and `error` null; an input that failed is one row with `error` set.
+the CSV's columns, typed (`qface.pipeline.output.column_types`), and rows (`input_rows`, `error_row`): one row
+per face; an input with no face is one row with `face` null and `error` null; an input that failed is one row with
+`error` set.
 `qface-run.json` records the options, so a restart with other tasks or another model is refused.
 
 Resuming: a part is written to a hidden temporary file and renamed into place (an atomic rename on one file
@@ -37,16 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qface.cli import SAMPLE_IMAGE, VIDEO_SUFFIXES, expand_inputs
+from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
+from qface.resources import SAMPLE_IMAGE, require
 
 RUN_FILE = "qface-run.json"
 LISTING_SUFFIXES = {".txt", ".lst"}
-_STRINGS = {"file", "error", "model", "top_expression"}
-_INTEGERS = {"frame", "face"}
-
-
-class MissingExtraError(ImportError):
-    """Ray or pyarrow is not installed."""
 
 
 @dataclass
@@ -97,14 +93,12 @@ def done_inputs(out: Path) -> set[str]:
     return done
 
 
-def parquet_schema(columns: list[str]):
-    """The CSV's columns as typed Parquet fields: text, whole numbers (frame, face) and floats."""
+def parquet_schema(types: dict[str, type]):
+    """The CSV's columns (`column_types`: name → str, int or float) as typed Parquet fields."""
     import pyarrow as pa
 
-    def kind(name: str):
-        return pa.string() if name in _STRINGS else pa.int64() if name in _INTEGERS else pa.float64()
-
-    return pa.schema([(name, kind(name)) for name in columns])
+    kinds = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+    return pa.schema([(name, kinds[kind]) for name, kind in types.items()])
 
 
 class AnalyzeParts:
@@ -114,8 +108,8 @@ class AnalyzeParts:
         import torch
 
         import qface.pipeline.io
-        from qface.pipeline.analyzer import FaceAnalyzer
-        from qface.pipeline.output import csv_columns
+        from qface.analyzer import FaceAnalyzer
+        from qface.pipeline.output import column_types
 
         torch.set_num_threads(1)  # one CPU per actor: the pool, not torch's threads, uses the cores
         qface.pipeline.io.MAX_PIXELS = max_pixels  # the driver's limit, also where it was raised there
@@ -123,7 +117,7 @@ class AnalyzeParts:
         extra = {"model": detector_model} if detector_model else {}
         self.analyzer = FaceAnalyzer(weights, tasks, detector, batch_size=batch_size, **extra)
         model = self.analyzer.model
-        self.schema = parquet_schema(csv_columns(self.analyzer.tasks, model.backbone.embedding_dim))
+        self.schema = parquet_schema(column_types(self.analyzer.tasks, model.backbone.embedding_dim))
         self.out, self.batch_size, self.stride, self.jsonl = Path(out), batch_size, stride, jsonl
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -298,16 +292,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, attempts:
 
 
 def _import_ray():
-    try:
-        import pyarrow  # noqa: F401
-        import ray
-        import ray.data
-    except ImportError as error:
-        raise MissingExtraError(
-            f"--engine ray needs the optional 'scale' extra ({error.name} is missing): pip install -e '.[scale]' "
-            "(or pip install 'ray[data]>=2.60' pyarrow)"
-        ) from None
-    return ray
+    require("pyarrow", "scale", "--engine ray")
+    require("ray.data", "scale", "--engine ray")
+    return require("ray", "scale", "--engine ray")
 
 
 def analyze_command(args) -> int:
@@ -332,7 +319,7 @@ def analyze_command(args) -> int:
             jsonl=args.jsonl,
             address=args.address,
         )
-    except (MissingExtraError, ValueError) as error:
+    except (ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.line(), file=sys.stderr)

@@ -17,6 +17,7 @@ import torch
 from test_cli import make_folder
 
 from qface.cli import SAMPLE_IMAGE, main
+from qface.pipeline.output import column_types, csv_columns
 from qface.scale import analyze_dataset, done_inputs, list_inputs, start_ray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,5 +148,12 @@ def test_a_folder_of_another_run_is_refused_and_inputs_are_listed(tmp_path):
 def test_without_the_extra_the_cli_names_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     assert main(["analyze", "--engine", "ray", "--out", str(tmp_path / "out")]) == 2
-    assert "'scale' extra" in capsys.readouterr().err
+    assert 'pip install "qface[scale]"' in capsys.readouterr().err
     assert main(["analyze", "--engine", "ray"]) == 2  # a results folder is required
+
+
+def test_parquet_types_come_from_the_registry():
+    types = column_types(["expression", "age", "identity"], embedding_dim=4)
+    assert list(types) == csv_columns(["expression", "age", "identity"], embedding_dim=4)
+    assert types["file"] is str and types["face"] is int and types["top_expression"] is str
+    assert types["age"] is float and types["expression.happy"] is float and types["embedding.3"] is float

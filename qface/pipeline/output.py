@@ -14,12 +14,20 @@ from qface.pipeline.results import Face
 from qface.tasks import TASKS, resolve
 
 BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
+BASE_TYPES = {"file": str, "frame": int, "face": int, "error": str, "model": str}  # the others are floats
 
 
 def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
     """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
     return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+
+
+def column_types(tasks: list[str], embedding_dim: int = 128) -> dict[str, type]:
+    """`csv_columns` in the same order, each with the type of its values (str, int or float), for typed files."""
+    types = {column: BASE_TYPES.get(column, float) for column in csv_columns([])}
+    fields = ((task, f) for task in resolve(tasks) for f in task.fields)
+    return types | {column: f.scalar for task, f in fields for column in task.field_columns(f, embedding_dim)}
 
 
 def input_rows(
