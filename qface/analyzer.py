@@ -117,6 +117,29 @@ class FaceAnalyzer:
                 results[item.image].append(face)
         return results
 
+    def analyze_files(self, paths: list[str | Path]) -> list[tuple[np.ndarray | None, list[Face] | Exception]]:
+        """Image files → (decoded image, its faces) each, their faces sharing network batches. Whatever goes wrong
+        with one file (undecodable, too many pixels, or a detector/alignment error) comes back as its exception in
+        place of the faces, and the other files go on."""
+        decoded: list[np.ndarray | Exception] = []
+        for path in paths:
+            try:
+                decoded.append(load_image(path))
+            except (OSError, ValueError) as error:
+                decoded.append(error)
+        images = [image for image in decoded if not isinstance(image, Exception)]
+        try:
+            found = iter(self.analyze_arrays(images))
+        except Exception:  # one image broke the batch: redo them one at a time so that only that one is lost
+            found = iter([self._analyze_one(image) for image in images])
+        return [(None, item) if isinstance(item, Exception) else (item, next(found)) for item in decoded]
+
+    def _analyze_one(self, image: np.ndarray) -> list[Face] | Exception:
+        try:
+            return self.analyze_arrays([image])[0]
+        except Exception as error:  # the caller reports it as this file's error
+            return error
+
     def analyze_video(self, path: str | Path, stride: int = 1) -> Iterator[VideoFrame]:
         """Every `stride`-th frame with its faces, streamed: at most `batch_size` frames are held at once, so
         memory stays bounded however long the video."""

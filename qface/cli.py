@@ -13,26 +13,16 @@ from qface.resources import SAMPLE_IMAGE
 from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.tasks import TASKS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
-    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
-    inputs = []
-    for path in paths:
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
-        else:
-            inputs.append(path)
-    return inputs
-
 
 def analyze(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from qface.scale import analyze_command
+
+        return analyze_command(args)
     from tqdm import tqdm
 
     from qface.analyzer import FaceAnalyzer
+    from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
     from qface.pipeline.output import ResultWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
@@ -84,21 +74,9 @@ def _picture_name(path: Path, used: dict[str, int]) -> str:
 
 
 def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
-    """One group of images: decoded one by one, their faces analysed in one batch. Whatever goes wrong with one
-    file (undecodable, or a detector/alignment error) is reported as its error row; the others go on."""
-    from qface.pipeline.io import load_image
-
-    decoded, failed = [], 0
-    for path in paths:
-        try:
-            decoded.append((path, load_image(path)))
-        except (OSError, ValueError) as error:
-            failed += _report(writer, path, error)
-    try:
-        results = analyzer.analyze_arrays([image for _, image in decoded])
-    except Exception:  # one image broke the batch: redo them one at a time so that only that one is lost
-        results = [_analyze_one(analyzer, image) for _, image in decoded]
-    for (path, image), faces in zip(decoded, results):
+    """One group of images, their faces analysed in one batch; a file that fails is its error row."""
+    failed = 0
+    for path, (image, faces) in zip(paths, analyzer.analyze_files(paths)):
         if isinstance(faces, Exception):
             failed += _report(writer, path, faces)
             continue
@@ -109,13 +87,6 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
             print(f"error: {path}: pictures not written: {error}", file=sys.stderr)
             failed += 1
     return failed
-
-
-def _analyze_one(analyzer, image: np.ndarray):
-    try:
-        return analyzer.analyze_arrays([image])[0]
-    except Exception as error:  # reported by the caller as this file's error row
-        return error
 
 
 def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespace) -> None:
@@ -277,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")
     run.add_argument("--stride", type=int, default=1, help="analyze every K-th video frame")
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
+    run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
+    run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")
+    run.add_argument("--actors", type=int, help="with --engine ray: model-holding actors (default: one per CPU)")
+    run.add_argument("--part-size", type=int, default=256, help="with --engine ray: inputs per Parquet part file")
+    run.add_argument("--jsonl", action="store_true", help="with --engine ray: also write JSON lines beside Parquet")
     run.set_defaults(handler=analyze)
     show = commands.add_parser("info", help="the model and every label in output order")
     show.add_argument("--weights", type=Path)

@@ -64,10 +64,12 @@ MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy 
 class Field:
     """One result field of a face and its shape, which fixes its JSON value and CSV columns:
     "labels" {label: number} → `name.label` per task label; "value" a number or word → `name`;
-    "points" [[x, y], …] one per task label → `name.i.x`, `name.i.y`; "vector" [numbers] → `name.i`."""
+    "points" [[x, y], …] one per task label → `name.i.x`, `name.i.y`; "vector" [numbers] → `name.i`.
+    `scalar` is the type of every one of its columns' values (str for a word), for typed files such as Parquet."""
 
     name: str
     kind: Literal["labels", "value", "points", "vector"]
+    scalar: type[float] | type[str] = float
 
 
 @dataclass(frozen=True)
@@ -108,17 +110,17 @@ class Task:
 
     def columns(self, vector_size: int) -> list[str]:
         """The CSV columns of this task's fields, in order (`vector_size`: the length of "vector" fields)."""
-        columns = []
-        for f in self.fields:
-            if f.kind == "labels":
-                columns += [f"{f.name}.{label}" for label in self.labels]
-            elif f.kind == "value":
-                columns.append(f.name)
-            elif f.kind == "points":
-                columns += [f"{f.name}.{i}.{axis}" for i in range(len(self.labels)) for axis in "xy"]
-            else:
-                columns += [f"{f.name}.{i}" for i in range(vector_size)]
-        return columns
+        return [column for f in self.fields for column in self.field_columns(f, vector_size)]
+
+    def field_columns(self, f: Field, vector_size: int) -> list[str]:
+        """The CSV columns of one of this task's fields."""
+        if f.kind == "labels":
+            return [f"{f.name}.{label}" for label in self.labels]
+        if f.kind == "value":
+            return [f.name]
+        if f.kind == "points":
+            return [f"{f.name}.{i}.{axis}" for i in range(len(self.labels)) for axis in "xy"]
+        return [f"{f.name}.{i}" for i in range(vector_size)]
 
 
 def rounded(values, digits: int = 4) -> list:
@@ -369,7 +371,7 @@ TASKS: dict[str, Task] = {
     for task in (
         Task(
             "expression", EXPRESSIONS, 1, expression_loss, decode_expression, read_expression,
-            (Field("expression", "labels"), Field("top_expression", "value")), "probs", score_expression,
+            (Field("expression", "labels"), Field("top_expression", "value", str)), "probs", score_expression,
             ("expression_accuracy", _same), describe_expression, lambda face: Marks(describe_expression(face)),
         ),
         Task(

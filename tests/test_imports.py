@@ -1,7 +1,7 @@
 """Imports flow one way: resources and the task registry → pipeline (no torch) → data, model → analyzer, eval,
-pictures → training, the REST service → command line. No module imports one of a later layer, and no two modules
-import each other in a circle, counting imports inside functions too (a lazy import hides a cycle from Python, not
-from this test)."""
+pictures → training, the REST service and the Ray engine → command line. No module imports one of a later layer,
+and no two modules import each other in a circle, counting imports inside functions too (a lazy import hides a
+cycle from Python, not from this test)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ LAYERS = {
     "qface.viz": 3,
     "qface.train": 4,
     "qface.serve": 4,
+    "qface.scale": 4,
     "qface.cli": 5,
     "qface": 6,
 }

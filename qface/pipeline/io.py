@@ -35,6 +35,7 @@ Rules, one place for each surprise:
   conversions. Embedded ICC profiles are not applied (pixels are taken as sRGB).
 
 `detection_view` makes the smaller copy a detector sees; boxes and points found on it map back by its `scale`.
+`expand_inputs` turns folders into their image and video files (by suffix), for the CLI and the Ray engine alike.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -53,6 +55,22 @@ FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "T
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 _CHUNK = 1 << 22  # pixels per block when compositing, so a 50 MP RGBA costs tens of MB, not hundreds
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
+    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
+    inputs = []
+    for path in paths:
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
+        else:
+            inputs.append(path)
+    return inputs
 
 
 class ImageDecodeError(ValueError):

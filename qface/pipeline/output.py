@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,12 +14,47 @@ from qface.pipeline.results import Face
 from qface.tasks import TASKS, resolve
 
 BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
+BASE_TYPES = {"file": str, "frame": int, "face": int, "error": str, "model": str}  # the others are floats
 
 
 def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
     """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
     return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+
+
+def column_types(tasks: list[str], embedding_dim: int = 128) -> dict[str, type]:
+    """`csv_columns` in the same order, each with the type of its values (str, int or float), for typed files."""
+    types = {column: BASE_TYPES.get(column, float) for column in csv_columns([])}
+    fields = ((task, f) for task in resolve(tasks) for f in task.fields)
+    return types | {column: f.scalar for task, f in fields for column in task.field_columns(f, embedding_dim)}
+
+
+def input_rows(
+    source: str, faces: list[Face], model: str | None, frame: int | None = None, time: float | None = None
+) -> Iterator[tuple[dict[str, Any], Face | None]]:
+    """The rows of one input (or video frame): one per face, or one with `face` empty when it has none; `model`
+    (name@version) goes on every row, faces or not."""
+    where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
+    for index, face in enumerate(faces):
+        yield {**where, "face": index, "model": model}, face
+    if not faces:
+        yield {**where, "face": None, "model": model}, None
+
+
+def error_row(source: str, error: Exception, model: str | None) -> dict[str, Any]:
+    """The row of an input that failed: its file and the error, no face."""
+    return {"file": source, "error": f"{type(error).__name__}: {error}", "model": model}
+
+
+def flat_row(row: dict[str, Any], face: Face | None) -> dict[str, Any]:
+    """A CSV / Parquet row: the row's keys and the face's flat columns (`csv_columns` names them all)."""
+    return {**row, **(face.flat() if face else {})}
+
+
+def json_row(row: dict[str, Any], face: Face | None) -> dict[str, Any]:
+    """A JSON-lines row: the row's keys and the face's nested fields (as Face.to_dict)."""
+    return {**row, **(face.to_dict() if face else {})}
 
 
 def summary_line(row: dict[str, Any], face: Face | None) -> str:
@@ -54,24 +90,19 @@ class ResultWriter:
             self.csv.writeheader()
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
-        if self.model_id:
-            row = {**row, "model": self.model_id}
         if self.summary:
             self.stream.write(summary_line(row, face) + "\n")
         elif self.csv:
-            self.csv.writerow({**row, **(face.flat() if face else {})})
+            self.csv.writerow(flat_row(row, face))
         else:
-            self.stream.write(json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
+            self.stream.write(json.dumps(json_row(row, face)) + "\n")
 
     def faces(self, source: str, faces: list[Face], frame: int | None = None, time: float | None = None) -> None:
-        where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
-        for index, face in enumerate(faces):
-            self._row({**where, "face": index}, face)
-        if not faces:
-            self._row({**where, "face": None}, None)
+        for row, face in input_rows(source, faces, self.model_id, frame, time):
+            self._row(row, face)
 
     def error(self, source: str, error: Exception) -> None:
-        self._row({"file": source, "error": f"{type(error).__name__}: {error}"}, None)
+        self._row(error_row(source, error, self.model_id), None)
 
     def close(self) -> None:
         if self.stream is not sys.stdout:
