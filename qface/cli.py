@@ -16,6 +16,11 @@ from qface.tasks import TASKS
 
 def analyze(args: argparse.Namespace) -> int:
     if args.engine == "ray":
+        if args.tracks or args.smooth:
+            print(
+                "error: --tracks and --smooth need --engine local (it sees a video's frames in order)", file=sys.stderr
+            )
+            return 2
         from qface.scale import analyze_command
 
         return analyze_command(args)
@@ -23,7 +28,7 @@ def analyze(args: argparse.Namespace) -> int:
 
     from qface.analyzer import FaceAnalyzer
     from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
-    from qface.pipeline.output import ResultWriter
+    from qface.pipeline.output import ResultWriter, TrackSummaryWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
@@ -44,7 +49,8 @@ def analyze(args: argparse.Namespace) -> int:
     summary = args.summary or (args.out is None and sys.stdout.isatty())
     if summary:
         print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
-    writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model)
+    writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model, raw=args.smooth > 0)
+    tracks = TrackSummaryWriter(args.tracks) if args.tracks else None
     args.picture_names = {}
     failed = 0
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
@@ -53,9 +59,11 @@ def analyze(args: argparse.Namespace) -> int:
             failed += _analyze_images(analyzer, images[start : start + args.batch_size], writer, args)
             bar.update(len(images[start : start + args.batch_size]))
         for video in (p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES):
-            failed += _analyze_video(analyzer, video, writer, args)
+            failed += _analyze_video(analyzer, video, writer, args, tracks)
             bar.update(1)
     writer.close()
+    if tracks:
+        tracks.close()
     if failed:
         print(f"{failed} of {len(inputs)} inputs failed (see the error rows)", file=sys.stderr)
     return 1 if failed else 0
@@ -101,30 +109,48 @@ def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespa
                 attention_panel(face).save(args.attention / f"{name}_face{index}.png")
 
 
-def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
-    """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures."""
+def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace, tracks) -> int:
+    """Frames are streamed, with a progress bar per frame; with --annotate the annotated frames are written as an
+    mp4 beside the pictures, and one face picture per track; with --tracks one summary row per track (also for
+    the frames read before a video breaks)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from qface.pipeline.video import TrackSummaries, frame_count
     from qface.resources import require
     from qface.viz.draw import annotate
 
     cv2 = require("cv2", "video", "writing annotated videos")
 
-    out = None
+    out, name, summaries = None, _picture_name(path, args.picture_names), TrackSummaries()
+    bar = tqdm(total=frame_count(path) or None, unit="frame", desc=path.name, leave=False, disable=not args.out)
+    failed = 0
     try:
-        for frame in analyzer.analyze_video(path, args.stride):
+        for frame in analyzer.analyze_video(path, args.stride, smooth=args.smooth):
             writer.faces(str(path), frame.faces, frame.index, frame.seconds)
+            summaries.add(frame.faces, frame.index, frame.seconds)
+            bar.update(frame.index + 1 - bar.n)
             if args.annotate:
                 picture = np.ascontiguousarray(np.asarray(annotate(frame.image, frame.faces))[..., ::-1])
                 if out is None:
                     size, fourcc = (picture.shape[1], picture.shape[0]), cv2.VideoWriter_fourcc(*"mp4v")
-                    name = _picture_name(path, args.picture_names)
                     out = cv2.VideoWriter(str(args.annotate / f"{name}.mp4"), fourcc, frame.fps / args.stride, size)
                 out.write(picture)
-        return 0
     except Exception as error:  # a broken or unreadable video is one error row, not the end of the run
-        return _report(writer, path, error)
+        failed = _report(writer, path, error)
     finally:
+        bar.close()
         if out is not None:
             out.release()
+    for summary in summaries:
+        row = {"file": str(path), **summary.row()}
+        if args.annotate and summary.best is not None and summary.best.chip is not None:
+            crop = args.annotate / f"{name}_track{summary.track}.jpg"
+            Image.fromarray(summary.best.chip).save(crop, quality=92)
+            row["crop"] = str(crop)
+        if tracks:
+            tracks.writerow(row)
+    return failed
 
 
 def info(args: argparse.Namespace) -> int:
@@ -220,6 +246,13 @@ def serve(args: argparse.Namespace) -> int:
     return run(from_args(args))
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
     run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")
     run.add_argument("--stride", type=int, default=1, help="analyze every K-th video frame")
+    run.add_argument("--tracks", type=Path, help="videos: one summary row per tracked person (.csv or .jsonl)")
+    run.add_argument(
+        "--smooth",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="videos: smooth probabilities, age and pose per track with this time constant (e.g. 0.5); the "
+        "frame's own values go to raw.* (default 0: no smoothing)",
+    )
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
     run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
     run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")

@@ -11,16 +11,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from qface.pipeline.results import Face
+from qface.pipeline.video import SMOOTHED_TASKS, TRACK_COLUMNS
 from qface.tasks import TASKS, resolve
 
-BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
-BASE_TYPES = {"file": str, "frame": int, "face": int, "error": str, "model": str}  # the others are floats
+BASE_COLUMNS = ["file", "frame", "time", "face", "track", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score",
+                "model"]  # fmt: skip
+BASE_TYPES = {"file": str, "frame": int, "face": int, "track": int, "error": str, "model": str}  # others: floats
 
 
-def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
-    """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
+def csv_columns(tasks: list[str], embedding_dim: int = 128, raw: bool = False) -> list[str]:
+    """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header); `raw`:
+    also the frame's own values of smoothed video results (`raw.age`, `raw.expression.happy`, …)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
-    return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+    columns += [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+    if raw:
+        smoothed = [task for task in resolve(tasks) if task.name in SMOOTHED_TASKS]
+        columns += [f"raw.{column}" for task in smoothed for column in task.columns(embedding_dim)]
+    return columns
 
 
 def column_types(tasks: list[str], embedding_dim: int = 128) -> dict[str, type]:
@@ -64,7 +71,8 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
         return f"{where}: ERROR {row['error']}"
     if face is None:
         return f"{where}: no face"
-    parts = [f"face {row['face']} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
+    track = f" track {face.track}" if face.track is not None else ""
+    parts = [f"face {row['face']}{track} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
     for task in TASKS.values():
         if task.describe and face.answers(task):
             parts.append(task.describe(face))
@@ -74,14 +82,14 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
 class ResultWriter:
     """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
 
-    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None):
+    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None, raw: bool = False):
         self.summary = summary and path is None
         self.model_id = model.model_id if model is not None else None  # on every row, faces or not
         self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
         self.csv = (
             csv.DictWriter(
                 self.stream,
-                csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128),
+                csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128, raw),
             )  # a field without a column is an error (DictWriter raises), never a silent drop
             if path and path.suffix == ".csv"
             else None
@@ -107,3 +115,23 @@ class ResultWriter:
     def close(self) -> None:
         if self.stream is not sys.stdout:
             self.stream.close()
+
+
+class TrackSummaryWriter:
+    """Per-track summaries of `qface analyze --tracks`: CSV (TRACK_COLUMNS) for a .csv path, else JSON lines."""
+
+    def __init__(self, path: Path):
+        self.stream = open(path, "w", newline="")
+        self.csv = csv.DictWriter(self.stream, TRACK_COLUMNS) if path.suffix == ".csv" else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def writerow(self, row: dict[str, Any]) -> None:
+        if self.csv:
+            self.csv.writerow(row)
+        else:
+            self.stream.write(json.dumps(row) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.close()
