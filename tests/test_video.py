@@ -13,8 +13,10 @@ from PIL import Image
 
 from qface.cli import main
 from qface.eval.tracking import Walk, id_switches, idf1, match_frames, write_clip
+from qface.pipeline.output import ResultWriter
 from qface.pipeline.results import Face
 from qface.pipeline.video import FaceTracker, Smoother, TrackSummaries, box_iou, prefetched
+from qface.tasks import TASKS
 
 
 def person(seed: int) -> np.ndarray:
@@ -87,6 +89,24 @@ def test_smoothing_steadies_a_jittering_face_and_keeps_its_raw_values():
     assert len(set(tops[10:])) == 1  # the raw top expression flips every frame, the smoothed one does not
     with pytest.raises(ValueError, match="positive"):
         Smoother(0)
+
+
+def test_track_and_raw_values_reach_json_and_csv(tmp_path):
+    face = face_at(0, age=30.0, expression={label: 0.125 for label in TASKS["expression"].labels})
+    face.outputs["top_expression"] = "neutral"
+    face.track = 4
+    Smoother(seconds=0.5).update([face], 0.0)
+    assert face.to_dict()["track"] == 4 and face.to_dict()["raw"]["age"] == 30.0
+    assert {"track", "raw.age", "raw.expression.happy", "raw.top_expression"} <= set(face.flat())
+    writer = ResultWriter(tmp_path / "rows.csv", ["expression", "age"], raw=True)
+    writer.faces("clip.mp4", [face], frame=0, time=0.0)
+    writer.close()
+    [row] = csv.DictReader((tmp_path / "rows.csv").open())
+    assert (row["track"], row["raw.age"], row["raw.top_expression"]) == ("4", "30.0", "neutral")
+    plain = ResultWriter(tmp_path / "plain.csv", ["expression", "age"])
+    with pytest.raises(ValueError, match="raw"):  # raw values without their columns are an error, not dropped
+        plain.faces("clip.mp4", [face], frame=0, time=0.0)
+    plain.close()
 
 
 def test_track_summaries_count_frames_and_average_the_raw_values():
