@@ -198,3 +198,9 @@ def test_real_faces_crossing_and_coming_back_keep_their_ids(tmp_path):
         assert int(row["frames"]) >= 25 and float(row["median_age"]) > 0 and row["top_expression"]
         assert Image.open(row["crop"]).size == (150, 150)
     assert (pictures / "people.mp4").stat().st_size > 0
+
+
+def test_tracks_and_smoothing_are_refused_on_ray(tmp_path, capsys):
+    """Ray actors see whole videos but the options are the plain CLI's: refused, not silently ignored."""
+    assert main(["analyze", str(tmp_path / "clip.mp4"), "--engine", "ray", "--smooth", "0.5"]) == 2
+    assert "--engine local" in capsys.readouterr().err
