@@ -15,27 +15,24 @@ from qface.tasks import TASKS
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
-    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
-    inputs = []
-    for path in paths:
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
-        else:
-            inputs.append(path)
-    return inputs
-
-
 def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from qface.pipeline.files import check_output_file, check_output_folder, find_inputs, printable, skipped_line
+    from qface.pipeline.output import OutputError, ResultWriter
+
+    try:  # what can be checked is checked before the model loads
+        if args.out:
+            check_output_file(args.out)
+        for option, folder in (("--annotate", args.annotate), ("--attention", args.attention)):
+            if folder:
+                check_output_folder(folder, option)
+    except (OSError, ValueError) as error:
+        print(f"error: {printable(str(error))}", file=sys.stderr)
+        return 2
+    inputs = find_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
+
     from qface.pipeline.analyzer import FaceAnalyzer
-    from qface.pipeline.output import ResultWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
@@ -43,32 +40,51 @@ def analyze(args: argparse.Namespace) -> int:
     )
     if analyzer.model.config.version == "untrained":
         print("note: no trained weights found — outputs come from an UNTRAINED model", file=sys.stderr)
-    inputs = expand_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
-    for folder in (args.annotate, args.attention):
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
     summary = args.summary or (args.out is None and sys.stdout.isatty())
     if summary:
         print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
-    writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model)
-    args.picture_names = {}
-    failed = 0
-    images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
-    with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
-        for start in range(0, len(images), args.batch_size):
-            failed += _analyze_images(analyzer, images[start : start + args.batch_size], writer, args)
-            bar.update(len(images[start : start + args.batch_size]))
-        for video in (p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES):
-            failed += _analyze_video(analyzer, video, writer, args)
-            bar.update(1)
-    writer.close()
-    if failed:
-        print(f"{failed} of {len(inputs)} inputs failed (see the error rows)", file=sys.stderr)
-    return 1 if failed else 0
+    args.picture_names, args.pictures_failed, done, failed = {}, 0, 0, 0
+    try:
+        writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model)
+    except OSError as error:
+        print(f"error: --out {printable(str(args.out))}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
+        with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
+            for path, error in inputs.errors:
+                failed += _report(writer, path, error)
+                done += 1
+                bar.update(1)
+            for start in range(0, len(inputs.images), args.batch_size):
+                group = inputs.images[start : start + args.batch_size]
+                failed += _analyze_images(analyzer, group, writer, args)
+                done += len(group)
+                bar.update(len(group))
+            for video in inputs.videos:
+                failed += _analyze_video(analyzer, video, writer, args)
+                done += 1
+                bar.update(1)
+    except OutputError as error:
+        print(f"error: {printable(str(error))}; the {writer.rows_kept} rows written before it are kept", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted after {done} of {len(inputs)} inputs; their rows are written", file=sys.stderr)
+        return 130
+    finally:
+        writer.close()
+    where = f" (error rows in {printable(str(args.out))})" if args.out else ""
+    notes = [f"{len(inputs)} inputs, {failed} failed{where if failed else ''}", skipped_line(inputs.skipped)]
+    if args.pictures_failed:
+        notes.append(f"pictures not written for {args.pictures_failed}")
+    print("; ".join(note for note in notes if note), file=sys.stderr)
+    return 1 if failed or args.pictures_failed else 0
 
 
 def _report(writer, path: Path, error: Exception) -> int:
-    print(f"error: {path}: {error}", file=sys.stderr)
+    from qface.pipeline.files import printable
+
+    message = str(error) if str(path) in str(error) else f"{path}: {error}"  # the path once
+    print(f"error: {printable(message)}", file=sys.stderr)
     writer.error(str(path), error)
     return 1
 
@@ -82,6 +98,7 @@ def _picture_name(path: Path, used: dict[str, int]) -> str:
 def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
     """One group of images: decoded one by one, their faces analysed in one batch. Whatever goes wrong with one
     file (undecodable, or a detector/alignment error) is reported as its error row; the others go on."""
+    from qface.pipeline.files import printable
     from qface.pipeline.io import load_image
 
     decoded, failed = [], 0
@@ -102,8 +119,8 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
         try:
             _write_pictures(path, image, faces, args)
         except (OSError, ValueError) as error:
-            print(f"error: {path}: pictures not written: {error}", file=sys.stderr)
-            failed += 1
+            print(f"error: {printable(str(path))}: pictures not written: {error}", file=sys.stderr)
+            args.pictures_failed += 1
     return failed
 
 
@@ -222,6 +239,17 @@ def label(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a clear error for 0, negatives and non-numbers (a batch of 0 or a stride of 0 means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -237,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
-    run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")
-    run.add_argument("--stride", type=int, default=1, help="analyze every K-th video frame")
+    run.add_argument("--batch-size", type=positive_int, default=16, help="images (or frames) per network batch")
+    run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
     run.set_defaults(handler=analyze)
     show = commands.add_parser("info", help="the model and every label in output order")

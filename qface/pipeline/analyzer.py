@@ -20,7 +20,8 @@ import torch
 from qface.model.qface import QFace, QFaceConfig
 from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
-from qface.pipeline.io import ImageInput, load_image
+from qface.pipeline import io as image_io
+from qface.pipeline.io import ImageInput, check_pixels, check_regular_file, load_image
 from qface.pipeline.results import Face, rounded
 from qface.tasks import TASKS
 
@@ -78,6 +79,7 @@ class FaceAnalyzer:
         **detector_options,
     ):
         """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation."""
+        check_positive("batch_size", batch_size)
         self.model = load_model(weights, device)
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
@@ -104,16 +106,19 @@ class FaceAnalyzer:
         return results
 
     def analyze_video(self, path: str | Path, stride: int = 1) -> Iterator[VideoFrame]:
-        """Every `stride`-th frame with its faces, streamed: at most `batch_size` frames are held at once, so
-        memory stays bounded however long the video."""
+        """Every `stride`-th frame with its faces, streamed: at most `batch_size` frames and MAX_VIDEO_BATCH_PIXELS
+        pixels are held at once, so memory stays bounded however long the video and however large its frames."""
+        check_positive("stride", stride)
         batch: list[tuple[int, np.ndarray]] = []
+        pixels = 0
         fps, frames = read_video(path)
         for index, frame in frames:
             if index % stride == 0:
                 batch.append((index, frame))
-            if len(batch) == self.batch_size:
+                pixels += frame.shape[0] * frame.shape[1]
+            if len(batch) == self.batch_size or pixels >= image_io.MAX_VIDEO_BATCH_PIXELS:
                 yield from self._video_batch(batch, fps)
-                batch = []
+                batch, pixels = [], 0
         yield from self._video_batch(batch, fps)
 
     def _video_batch(self, batch: list[tuple[int, np.ndarray]], fps: float) -> Iterator[VideoFrame]:
@@ -179,13 +184,27 @@ class FaceAnalyzer:
         return face
 
 
+def check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
-    """(frames per second, a generator of (index, RGB frame)); OpenCV decodes."""
+    """(frames per second, a generator of (index, RGB frame)); OpenCV decodes. Frames over io.MAX_PIXELS are
+    refused from the container's frame size before any is decoded (and each decoded frame is checked again, in
+    case the container understates it); a video that opens but yields no frame raises ValueError."""
     import cv2
 
+    check_regular_file(path)  # a FIFO would block the decoder forever
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open as a video")
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    try:
+        check_pixels(size, image_io.MAX_PIXELS, f"{path}: video frame")
+    except ValueError:
+        capture.release()
+        raise
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -194,11 +213,14 @@ def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]
             while True:
                 ok, frame = capture.read()
                 if not ok:
-                    return
+                    break
+                check_pixels(frame.shape[1::-1], image_io.MAX_PIXELS, f"{path}: video frame {index}")
                 yield index, np.ascontiguousarray(frame[..., ::-1])
                 index += 1
         finally:
             capture.release()
+        if index == 0:
+            raise ValueError(f"{path}: opens as a video but no frame could be decoded")
 
     return fps, frames()
 

@@ -14,7 +14,10 @@ Rules, one place for each surprise:
   the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard (Image.MAX_IMAGE_PIXELS, 89 MP; an error
   above twice that) is left as it is and its DecompressionBombError is reported as ImageDecodeError too, so a
   limit above 178 MP also needs Pillow's raised (its warning above 89 MP is silenced while opening: the
-  decision is ours). Arrays are already decoded and are not limited.
+  decision is ours). Arrays are already decoded and are not limited. Video frames have the same limit, checked
+  from the container's frame size before the first frame is decoded (qface.pipeline.analyzer.read_video).
+- Paths are `stat`ed before they are opened: a FIFO, device or socket is refused (SpecialFileError) without being
+  opened, since reading one can block forever or never end.
 - Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
   other external code, are refused.
 - Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source; no Pillow,
@@ -40,13 +43,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
+from functools import cache
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000
+MAX_VIDEO_BATCH_PIXELS = 64_000_000  # video frames held for one batch: ~190 MB of RGB, whatever the frame size
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO", "JPEG2000", "QOI",
            "PCX", "SGI", "PSD")  # fmt: skip
 
@@ -58,13 +64,17 @@ class ImageDecodeError(ValueError):
     """The input is not an image this module can decode safely (corrupt, truncated, empty, too large, unknown)."""
 
 
+class SpecialFileError(ImageDecodeError):
+    """The path is a FIFO, device or socket: refused from `stat`, never opened (a reader could block forever)."""
+
+
 def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Any supported input → C-contiguous RGB uint8 (H, W, 3). See the module docstring for every rule."""
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, bgr)
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     if isinstance(image, Image.Image):
-        _check_pixels(image.size, limit, "PIL image")
+        check_pixels(image.size, limit, "PIL image")
         return _decode_pil(image, "PIL image")
     if isinstance(image, bytes | bytearray | memoryview):
         data = bytes(image)
@@ -73,12 +83,35 @@ def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = No
         return _open_and_decode(io.BytesIO(data), f"<{len(data)} bytes>", limit)
     if isinstance(image, str | os.PathLike):
         path = os.fspath(image)
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if check_regular_file(path) == 0:
             raise ImageDecodeError(f"{path}: empty file (0 bytes)")
         return _open_and_decode(path, str(path), limit)
     if hasattr(image, "read"):
         return _open_and_decode(image, f"<{type(image).__name__}>", limit)
     raise TypeError(f"unsupported image input {type(image).__name__}: give a path, bytes, a PIL image or an array")
+
+
+def check_regular_file(path: str | os.PathLike) -> int:
+    """The file's size, from `stat` alone; a folder raises IsADirectoryError, a missing path FileNotFoundError,
+    and a FIFO, device or socket SpecialFileError, all without opening it."""
+    mode, size = (info := os.stat(path)).st_mode, info.st_size
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{os.fspath(path)}: is a folder")
+    if not stat.S_ISREG(mode):
+        raise special_file_error(path, mode)
+    return size
+
+
+def special_file_error(path: str | os.PathLike, mode: int) -> SpecialFileError:
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return SpecialFileError(f"{os.fspath(path)}: {kind}, not a regular file; refused without opening it")
+
+
+@cache
+def image_suffixes() -> frozenset[str]:
+    """Every file suffix Pillow registers for a format in FORMATS (.jpg, .tga, .qoi, .jp2, .ico, ...)."""
+    Image.init()
+    return frozenset(suffix for suffix, name in Image.registered_extensions().items() if name in FORMATS)
 
 
 def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray, float]:
@@ -102,7 +135,8 @@ def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray,
 # Encoded images
 
 
-def _check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
+def check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
+    """ImageDecodeError when width × height exceeds `limit`: called with a header's size, before decoding."""
     width, height = size
     if width * height > limit:
         raise ImageDecodeError(
@@ -131,7 +165,7 @@ def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarra
     except Exception as error:  # any failure of a plugin while reading the header
         raise ImageDecodeError(f"{name}: cannot read the image header ({type(error).__name__}: {error})") from None
     with opened:
-        _check_pixels(opened.size, limit, name)
+        check_pixels(opened.size, limit, name)
         return _decode_pil(opened, name)
 
 

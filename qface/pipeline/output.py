@@ -1,14 +1,20 @@
-"""Result files for `qface analyze`: JSON lines (nested, as Face.to_dict) or CSV (flat columns), one row per face,
-a row for an input with no face (`face` empty) and a row with `error` for an input that failed."""
+r"""Result files for `qface analyze`: JSON lines (nested, as Face.to_dict) or CSV (flat columns), one row per face,
+a row for an input with no face (`face` empty) and a row with `error` for an input that failed.
+
+Rows are flushed per input, so a killed or failed run keeps every row it wrote. File names that are not UTF-8 are
+kept exactly in JSON lines (`\udcNN` escapes: `os.fsencode(row["file"])` gives the original bytes) and as `\xNN`
+in CSV cells and summary lines (which stay valid UTF-8)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from qface.pipeline.files import output_format, printable
 from qface.pipeline.results import Face
 from qface.tasks import TASKS
 
@@ -53,34 +59,60 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
     return f"{where}: " + " | ".join(parts)
 
 
+class OutputError(OSError):
+    """The results could not be written (disk full, closed pipe, ...): the run must stop, keeping what it wrote."""
+
+
 class ResultWriter:
     """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
 
     def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None):
+        self.path, self.rows, self.rows_kept, self.bytes_kept = path, 0, 0, 0
         self.summary = summary and path is None
         self.model_id = model.model_id if model is not None else None  # on every row, faces or not
-        self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
-        self.csv = (
-            csv.DictWriter(
-                self.stream,
-                csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128),
-                extrasaction="ignore",
-            )
-            if path and path.suffix == ".csv"
-            else None
-        )
-        if self.csv:
-            self.csv.writeheader()
+        self.stream: TextIO = open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
+        self.csv = None
+        if path and output_format(path) == "csv":
+            columns = csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128)
+            self.csv = csv.DictWriter(self.stream, columns, extrasaction="ignore")
+            self._write(self.csv.writeheader)
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
         if self.model_id:
             row = {**row, "model": self.model_id}
         if self.summary:
-            self.stream.write(summary_line(row, face) + "\n")
+            self._write(self.stream.write, printable(summary_line(row, face)) + "\n")
         elif self.csv:
-            self.csv.writerow({**row, **(face.flat() if face else {})})
+            cells = {k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
+            self._write(self.csv.writerow, {**cells, **(face.flat() if face else {})})
         else:
-            self.stream.write(json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
+            self._write(self.stream.write, json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
+        self.rows += 1
+
+    def _write(self, write, *args) -> None:
+        try:
+            write(*args)
+        except OSError as error:
+            self._keep_whole_inputs()
+            raise OutputError(f"cannot write the results to {self.path or 'stdout'}: {error}") from None
+
+    def flush(self) -> None:
+        """After each input: what is written stays written if the run dies later."""
+        self._write(self.stream.flush)
+        self.rows_kept = self.rows
+        if self.path and os.path.isfile(self.path):
+            self.bytes_kept = os.fstat(self.stream.fileno()).st_size
+
+    def _keep_whole_inputs(self) -> None:
+        """After a failed write: close the file and cut a partly written row, so that what is kept parses."""
+        if self.stream is sys.stdout:
+            return
+        try:
+            self.stream.close()
+        except OSError:  # the buffer could not be written either: nothing more to keep
+            pass
+        if os.path.isfile(self.path):
+            os.truncate(self.path, self.bytes_kept)
 
     def faces(self, source: str, faces: list[Face], frame: int | None = None, time: float | None = None) -> None:
         where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
@@ -88,10 +120,12 @@ class ResultWriter:
             self._row({**where, "face": index}, face)
         if not faces:
             self._row({**where, "face": None}, None)
+        self.flush()
 
     def error(self, source: str, error: Exception) -> None:
         self._row({"file": source, "error": f"{type(error).__name__}: {error}"}, None)
+        self.flush()
 
     def close(self) -> None:
-        if self.stream is not sys.stdout:
+        if self.stream is not sys.stdout and not self.stream.closed:
             self.stream.close()

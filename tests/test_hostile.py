@@ -1,0 +1,337 @@
+"""Hostile files, paths and options (issue 9): nothing lost, nothing hangs. Every case is generated here, small;
+the model is a tiny random Q-Face with `--detector none`, so each image is one face and a run takes milliseconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import resource
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qface.cli import main
+from qface.model.qface import QFace, QFaceConfig
+from qface.pipeline import io as image_io
+from qface.pipeline.analyzer import FaceAnalyzer
+from qface.pipeline.files import find_inputs
+from qface.pipeline.io import ImageDecodeError, SpecialFileError, load_image
+
+from conftest import TINY_CONFIG
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    QFace(QFaceConfig(**TINY_CONFIG)).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_analyzer(tiny_weights) -> FaceAnalyzer:
+    return FaceAnalyzer(tiny_weights, detector="none")
+
+
+def run(weights: Path, *args: str) -> int:
+    return main(["analyze", *args, "--weights", str(weights), "--detector", "none"])
+
+
+def picture(path: Path | bytes, fmt: str | None = None) -> None:
+    Image.fromarray(np.full((24, 24, 3), 128, np.uint8)).save(os.fsdecode(path), fmt)
+
+
+def video(path: Path, frames: int = 4, size: tuple[int, int] = (48, 32)) -> Path:
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for index in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 40 * index, np.uint8))
+    writer.release()
+    return path
+
+
+@contextmanager
+def no_hang(seconds: float = 20):
+    """Fail (instead of hanging the suite) when the body blocks, as a reader of a FIFO does."""
+
+    def expired(*_):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# 1 -------------------------------------------------------------------------------------------------------------
+
+
+def test_file_names_that_are_not_utf8_are_written_without_loss(tiny_weights, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9 \xff.png"  # Latin-1 bytes: not UTF-8
+    picture(raw, "PNG")
+    picture(folder / "z_after.png")
+    out = tmp_path / "r.csv"
+    assert run(tiny_weights, str(folder), "--out", str(out)) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))  # the file is valid UTF-8
+    assert [Path(row["file"]).name for row in rows] == ["caf\\xe9 \\xff.png", "z_after.png"]
+    out = tmp_path / "r.jsonl"
+    assert run(tiny_weights, str(folder), "--out", str(out)) == 0
+    assert os.fsencode(jsonl(out)[0]["file"]) == raw  # exact: the original bytes come back
+    capsys.readouterr()
+    assert run(tiny_weights, str(folder), "--summary") == 0  # capsys's stdout is strict UTF-8
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("caf\\xe9 \\xff.png: face 0") and lines[2].startswith("z_after.png: face 0")
+
+
+# 2 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_fifo_is_refused_without_opening_it(tiny_weights, tiny_analyzer, tmp_path):
+    picture(tmp_path / "a.png")
+    picture(tmp_path / "c.png")
+    for name in ("b.png", "clip.mp4"):
+        os.mkfifo(tmp_path / name)
+    out = tmp_path / "r.jsonl"
+    paths = [str(tmp_path / name) for name in ("a.png", "b.png", "clip.mp4", "c.png")]
+    with no_hang():
+        assert run(tiny_weights, *paths, "--out", str(out)) == 1
+        with pytest.raises(SpecialFileError, match="a FIFO, not a regular file"):
+            load_image(tmp_path / "b.png")
+        with pytest.raises(SpecialFileError, match="a FIFO"):
+            list(tiny_analyzer.analyze_video(tmp_path / "clip.mp4"))
+    rows = {Path(row["file"]).name: row for row in jsonl(out)}
+    assert rows["a.png"]["face"] == 0 and rows["c.png"]["face"] == 0
+    assert "FIFO" in rows["b.png"]["error"] and "FIFO" in rows["clip.mp4"]["error"]
+
+
+def test_a_device_is_refused_without_reading_it():
+    with pytest.raises(SpecialFileError, match="a device"):
+        load_image("/dev/zero")
+
+
+# 3 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_video_without_a_frame_is_an_error_row_and_fails_the_run(tiny_weights, tiny_analyzer, tmp_path):
+    empty = video(tmp_path / "empty.avi", frames=0)
+    cv2 = pytest.importorskip("cv2")
+    assert cv2.VideoCapture(str(empty)).isOpened()  # it opens: the case that used to vanish
+    with pytest.raises(ValueError, match="no frame could be decoded"):
+        list(tiny_analyzer.analyze_video(empty))
+    out = tmp_path / "r.csv"
+    assert run(tiny_weights, str(empty), "--out", str(out)) == 1
+    (row,) = csv.DictReader(out.open())
+    assert "no frame" in row["error"]
+
+
+# 4 -------------------------------------------------------------------------------------------------------------
+
+
+def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tiny_analyzer, tmp_path, monkeypatch):
+    clip = video(tmp_path / "clip.avi", size=(48, 32))
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 48 * 32 - 1)
+    with pytest.raises(ImageDecodeError, match="48×32 .* refused before decoding"):
+        list(tiny_analyzer.analyze_video(clip))
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 48 * 32)
+    assert len(list(tiny_analyzer.analyze_video(clip))) == 4
+
+
+def test_video_batches_are_bounded_by_pixels_not_only_frames(tiny_analyzer, tmp_path, monkeypatch):
+    clip = video(tmp_path / "clip.avi", frames=5, size=(48, 32))
+    monkeypatch.setattr(image_io, "MAX_VIDEO_BATCH_PIXELS", 2 * 48 * 32)
+    sizes, analyze_arrays = [], FaceAnalyzer.analyze_arrays
+
+    def spy(self, images):
+        sizes.append(len(images))
+        return analyze_arrays(self, images)
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_arrays", spy)
+    assert [frame.index for frame in tiny_analyzer.analyze_video(clip)] == [0, 1, 2, 3, 4]
+    assert tiny_analyzer.batch_size == 32 and max(sizes) == 2
+
+
+# 5 -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_must_not_load(monkeypatch):
+    def refuse(*_, **__):
+        raise AssertionError("the model loaded before the output paths were checked")
+
+    monkeypatch.setattr("qface.pipeline.analyzer.load_model", refuse)
+
+
+@pytest.mark.parametrize(
+    "option, make, message",
+    [
+        ("--out", lambda p: p.mkdir(parents=True), "is a folder"),
+        ("--out", lambda p: p.parent.with_name("file").write_text(""), None),
+        ("--annotate", lambda p: p.parent.mkdir() or p.write_text("x"), "exists and is not a folder"),
+        ("--attention", lambda p: p.parent.mkdir() or p.write_text("x"), "exists and is not a folder"),
+    ],
+)
+def test_bad_output_paths_are_one_line_errors_before_the_model_loads(
+    option, make, message, tmp_path, capsys, model_must_not_load
+):
+    target = tmp_path / "sub" / "results.csv"
+    make(target)
+    if message is None:  # the folder of --out is a file
+        target = tmp_path / "file" / "results.csv"
+        message = "cannot create the folder"
+    assert main(["analyze", "--out" if option == "--out" else option, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["results.json", "results.txt"])
+def test_an_output_name_without_a_known_format_is_refused(name, tmp_path, capsys, model_must_not_load):
+    assert main(["analyze", "--out", str(tmp_path / name)]) == 2
+    assert ".jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, capsys, model_must_not_load):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    assert main(["analyze", "--out", str(folder / "r.csv")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_missing_output_folders_are_created_and_upper_case_csv_is_csv(tiny_weights, tmp_path):
+    out, pictures = tmp_path / "new" / "deeper" / "R.CSV", tmp_path / "pics" / "a"
+    assert run(tiny_weights, "--out", str(out), "--annotate", str(pictures)) == 0
+    (row,) = csv.DictReader(out.open())
+    assert row["face"] == "0" and (pictures / "astronaut.jpg").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_line_and_exit_2(tiny_weights, tmp_path, capsys):
+    out = tmp_path / "full.jsonl"
+    out.symlink_to("/dev/full")
+    assert run(tiny_weights, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device; the 0 rows written before it are kept" in err and "Traceback" not in err
+
+
+def test_a_write_error_mid_run_keeps_the_rows_before_it(tiny_weights, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(6):
+        picture(folder / f"{index}.png")
+    out = tmp_path / "r.jsonl"
+    assert run(tiny_weights, str(folder), "--out", str(out), "--batch-size", "1") == 0
+    row_size = len(out.read_text().splitlines()[0]) + 1
+    capsys.readouterr()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(2.5 * row_size), limits[1]))
+    try:
+        code = run(tiny_weights, str(folder), "--out", str(out), "--batch-size", "1")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert re.search(r"cannot write the results to .*r\.jsonl: .*File too large; the 2 rows written before", err)
+    assert [Path(row["file"]).name for row in jsonl(out)] == ["0.png", "1.png"]  # both complete and parseable
+
+
+# 6 -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--stride"])
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_batch_size_and_stride_must_be_positive(option, value, capsys, model_must_not_load):
+    with pytest.raises(SystemExit) as exit:
+        main(["analyze", option, value])
+    assert exit.value.code == 2 and f"must be a positive integer, got '{value}'" in capsys.readouterr().err
+
+
+def test_the_api_validates_batch_size_and_stride(tiny_weights, tiny_analyzer, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        FaceAnalyzer(tiny_weights, detector="none", batch_size=0)
+    clip = video(tmp_path / "clip.avi")
+    for stride in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="stride must be a positive integer"):
+            list(tiny_analyzer.analyze_video(clip, stride))
+
+
+# 7 -------------------------------------------------------------------------------------------------------------
+
+
+def test_a_folder_run_accounts_for_every_entry(tiny_weights, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "photos"
+    (folder / "locked").mkdir(parents=True)
+    picture(folder / "locked" / "hidden.png")
+    formats = {"a.tga": "TGA", "b.qoi": "QOI", "c.ico": "ICO", "d.pcx": "PCX", "e.sgi": "SGI", "f.dib": "DIB"}
+    for name, fmt in formats.items():
+        picture(folder / name, fmt)
+    picture(folder / "g.png")
+    (folder / "notes.txt").write_text("not a picture")
+    os.symlink(folder / "nowhere.jpg", folder / "gone.jpg")
+    os.symlink(folder / "loop.jpg", folder / "loop.jpg")
+    os.symlink("/dev/null", folder / "null.png")
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(folder / "pipe")
+    os.symlink(folder, folder / "self")  # a cycle through a folder link
+    (folder / "sub").mkdir()
+    picture(folder / "sub" / "h.png")
+    scandir = os.scandir
+
+    def locked(path):  # root reads any folder, so an unlistable one is simulated
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", locked)
+    out = tmp_path / "r.jsonl"
+    with no_hang():
+        assert run(tiny_weights, str(folder), "--recursive", "--out", str(out)) == 1
+    rows = {str(Path(row["file"]).relative_to(folder)): row for row in jsonl(out)}
+    analysed = {name for name, row in rows.items() if row.get("face") == 0}
+    errors = {name: row["error"] for name, row in rows.items() if row.get("error")}
+    assert analysed == {*formats, "g.png", "sub/h.png"}
+    assert set(errors) == {"locked", "gone.jpg", "loop.jpg", "null.png", "pipe.png"}
+    assert "Permission denied" in errors["locked"] and "a device" in errors["null.png"]
+    assert "symbolic link" in errors["gone.jpg"] and "symbolic link" in errors["loop.jpg"]
+    final = capsys.readouterr().err.splitlines()[-1]
+    assert final.startswith("13 inputs, 5 failed") and "skipped 3 (" in final
+    assert "1 not an image or video suffix" in final and "1 FIFO, device or socket" in final
+    assert "1 folder already visited" in final
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert find_inputs([folder]).skipped["sub-folder (without --recursive)"] == 3  # locked, self, sub
+
+
+def test_every_suffix_pillow_decodes_is_an_image_suffix():
+    suffixes = image_io.image_suffixes()
+    assert {".avif", ".tga", ".ico", ".pcx", ".sgi", ".qoi", ".jp2", ".psd", ".dib"} <= suffixes
+    assert {".jpg", ".png", ".webp"} <= suffixes and ".eps" not in suffixes and ".pdf" not in suffixes
+
+
+def test_interrupting_a_run_is_one_line(tiny_weights, tmp_path, capsys, monkeypatch):
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_arrays", interrupt)
+    assert run(tiny_weights, "--out", str(tmp_path / "r.csv")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 0 of 1 inputs" in err and "Traceback" not in err
+
+
+if sys.platform != "linux":  # FIFOs, /dev/full and non-UTF-8 names as tested here are Linux's
+    pytestmark = pytest.mark.skip(reason="Linux file-system semantics")
