@@ -65,7 +65,9 @@ def analyze(args: argparse.Namespace) -> int:
                 done += 1
                 bar.update(1)
     except OutputError as error:
-        print(f"error: {printable(str(error))}; the {writer.rows_kept} rows written before it are kept", file=sys.stderr)
+        print(
+            f"error: {printable(str(error))}; the {writer.rows_kept} rows written before it are kept", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print(f"interrupted after {done} of {len(inputs)} inputs; their rows are written", file=sys.stderr)

@@ -10,21 +10,23 @@ import re
 import resource
 import signal
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIG
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from qface.cli import main
 from qface.model.qface import QFace, QFaceConfig
 from qface.pipeline import io as image_io
 from qface.pipeline.analyzer import FaceAnalyzer
-from qface.pipeline.files import find_inputs
+from qface.pipeline.files import find_inputs, printable
 from qface.pipeline.io import ImageDecodeError, SpecialFileError, load_image
-
-from conftest import TINY_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +333,80 @@ def test_interrupting_a_run_is_one_line(tiny_weights, tmp_path, capsys, monkeypa
     assert run(tiny_weights, "--out", str(tmp_path / "r.csv")) == 130
     err = capsys.readouterr().err
     assert "interrupted after 0 of 1 inputs" in err and "Traceback" not in err
+
+
+# the walker and the writers, property-based --------------------------------------------------------------------
+
+MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",
+         "loop": ".tga"}  # fmt: skip
+OTHER = {"other": ".txt", "fifo_other": "", "dangling_other": ".doc"}
+NAME = st.lists(st.sampled_from(["a", "é", " ", ",", '"', "'", "\n", "\\", "\udcff", "\udce9", "_"]), max_size=5)
+ENTRY = st.tuples(st.sampled_from([*MEDIA, *OTHER]), NAME.map("".join))
+
+
+def make_entry(folder: Path, index: int, kind: str, name: str) -> Path:
+    path = folder / f"{index}{name}{MEDIA.get(kind) or OTHER.get(kind)}"
+    if kind == "good":
+        picture(path, "PNG")
+    elif kind == "truncated":
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(20))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind in ("text", "other"):
+        path.write_text("hello")
+    elif kind.startswith("fifo"):
+        os.mkfifo(path)
+    elif kind.startswith("dangling"):
+        path.symlink_to(folder / "absent")
+    elif kind == "loop":
+        path.symlink_to(path)
+    return path
+
+
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    top=st.lists(ENTRY, max_size=8),
+    nested=st.lists(ENTRY, max_size=4),
+    recursive=st.booleans(),
+    fmt=st.sampled_from([".csv", ".jsonl"]),
+)
+def test_every_entry_is_accounted_for_exactly_once_and_the_output_parses(
+    tiny_weights, tiny_analyzer, monkeypatch, capsys, top, nested, recursive, fmt
+):
+    monkeypatch.setattr("qface.pipeline.analyzer.FaceAnalyzer", lambda *_, **__: tiny_analyzer)  # loaded once
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "in"
+        folder.mkdir()
+        expected_rows, skipped = {}, 0
+        for entries, where, reachable in ((top, folder, True), (nested, folder / "sub", recursive)):
+            where.mkdir(exist_ok=True)
+            for index, (kind, name) in enumerate(entries):
+                path = make_entry(where, index, kind, name)
+                if reachable and kind in MEDIA:
+                    expected_rows[str(path) if fmt == ".jsonl" else printable(str(path))] = kind == "good"
+                skipped += reachable and kind in OTHER
+        skipped += not recursive  # the sub-folder itself
+        out = Path(scratch) / f"r{fmt}"
+        capsys.readouterr()
+        with no_hang(60):
+            code = run(tiny_weights, str(folder), "--out", str(out), *(["--recursive"] if recursive else []))
+        if fmt == ".csv":
+            rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+            analysed = [row["file"] for row in rows if row["face"] == "0"]
+            failed = [row["file"] for row in rows if row["error"]]
+        else:
+            rows = jsonl(out)
+            analysed = [row["file"] for row in rows if row.get("face") == 0]
+            failed = [row["file"] for row in rows if row.get("error")]
+        assert len(rows) == len(analysed) + len(failed)
+        assert sorted(analysed) == sorted(name for name, good in expected_rows.items() if good)
+        assert sorted(failed) == sorted(name for name, good in expected_rows.items() if not good)
+        final = capsys.readouterr().err.splitlines()[-1]
+        counted = re.match(r"(\d+) inputs, (\d+) failed.*?(?:skipped (\d+) \(|$)", final)
+        assert counted and int(counted[1]) == len(expected_rows) and int(counted[2]) == len(failed)
+        assert int(counted[3] or 0) == skipped
+        assert code == (1 if failed else 0)
 
 
 if sys.platform != "linux":  # FIFOs, /dev/full and non-UTF-8 names as tested here are Linux's

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from qface.model.qface import QFace, QFaceConfig
+from qface.pipeline import io as image_io
 from qface.pipeline.align import CHIP_SIZE, AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
-from qface.pipeline import io as image_io
 from qface.pipeline.io import ImageInput, check_pixels, check_regular_file, load_image
 from qface.pipeline.results import Face, rounded
 from qface.tasks import TASKS
