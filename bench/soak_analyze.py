@@ -100,7 +100,8 @@ def main() -> None:
     ]
     command += ["--out", str(out)]
     started = time.time()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="backslashreplace")
+    log = (args.work / "stderr.txt").open("w")  # a file, not a pipe: a full pipe would stall the run
+    process = subprocess.Popen(command, stderr=log)
     samples, peak = [], 0.0  # (seconds, rows so far, RSS MB)
     while process.poll() is None:
         try:
@@ -110,7 +111,8 @@ def main() -> None:
         except (FileNotFoundError, ProcessLookupError, KeyError):
             pass
         time.sleep(1.0)
-    stderr = process.stderr.read()
+    log.close()
+    stderr = (args.work / "stderr.txt").read_text(errors="backslashreplace")
     seconds = time.time() - started
     with out.open(encoding="utf-8", newline="") as file:
         rows = list(csv.DictReader(file))
