@@ -88,6 +88,7 @@ def main() -> None:
         sys.exit(f"needs {CELEBA} (the research data beside the repository)")
     made = build(args.work / "in", args.count, args.bad)
     out = args.work / "results.csv"
+    out.unlink(missing_ok=True)  # rows from an earlier run must not count as progress
     command = [
         sys.executable,
         "-m",
@@ -125,7 +126,7 @@ def main() -> None:
         and final.startswith(f"{args.count - skips} inputs")
         and (f"skipped {skips} (" in final)
     )
-    running = [s for s in samples if s[1] > 0]  # after the model has loaded
+    running = [s for s in samples if s[2] > 0]
     quarter = max(1, len(running) // 4)
     second_q = sorted(s[2] for s in running[quarter : 2 * quarter])
     last_q = sorted(s[2] for s in running[-quarter:])
