@@ -339,6 +339,21 @@ def test_interrupting_a_run_is_one_line(tiny_weights, tmp_path, capsys, monkeypa
     assert "interrupted after 0 of 1 inputs" in err and "Traceback" not in err
 
 
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused(tmp_path):
+    encoded = tmp_path / "small.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(encoded)
+    data = bytearray(encoded.read_bytes())
+    frame = data.find(b"\xff\xc0")  # baseline frame header: length, precision, then height and width
+    data[frame + 5 : frame + 9] = (7000).to_bytes(2, "big") * 2
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt JPEG.*7000×7000"):
+        load_image(bytes(data))
+    claimed = tmp_path / "claimed.jpg"
+    claimed.write_bytes(data)
+    with pytest.raises(ImageDecodeError, match="claimed.jpg: truncated"):
+        load_image(claimed)
+    assert load_image(encoded).shape == (64, 64, 3)
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",

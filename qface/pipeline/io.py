@@ -21,7 +21,10 @@ Rules, one place for each surprise:
 - Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
   other external code, are refused.
 - Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source; no Pillow,
-  zlib or struct exception escapes. A missing path is still FileNotFoundError (nothing to decode).
+  zlib or struct exception escapes. Truncated images are never padded (Pillow's LOAD_TRUNCATED_IMAGES stays off),
+  and a sequential JPEG shorter than its declared size allows is refused before decoding, since libjpeg would
+  only warn and fill the missing part with grey (progressive and arithmetic-coded JPEGs cannot be bounded so).
+  A missing path is still FileNotFoundError (nothing to decode).
 - Alpha (LA, La, PA, P with a transparent colour, RGBA, RGBa, 2- and 4-channel arrays) is composited on WHITE,
   as a viewer on a white page shows it (dropping it would reveal whatever colour hides under transparent pixels,
   often black). An alpha that is fully opaque, or fully transparent everywhere (an unset channel, as in many
@@ -166,7 +169,47 @@ def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarra
         raise ImageDecodeError(f"{name}: cannot read the image header ({type(error).__name__}: {error})") from None
     with opened:
         check_pixels(opened.size, limit, name)
+        if opened.format == "JPEG":
+            _check_jpeg_length(opened, name)
         return _decode_pil(opened, name)
+
+
+def _check_jpeg_length(image: Image.Image, name: str) -> None:
+    """ImageDecodeError when a sequential Huffman JPEG is shorter than its size allows. libjpeg fills missing or
+    corrupt data with grey and only warns, so such a file would otherwise decode "fine" into a large blank image.
+    The bound is exact, not a guess: every 8 × 8 block of the full-resolution component costs at least 2 bits (a
+    DC code and an end-of-block code, each at least 1 bit). Progressive and arithmetic-coded files can legitimately
+    be smaller (one code may end thousands of blocks) and are not checked."""
+    file = image.fp
+    start = file.tell()
+    try:
+        file.seek(0)
+        if _jpeg_frame_marker(file) not in (0xC0, 0xC1):  # baseline or extended sequential, Huffman-coded
+            return
+        length = file.seek(0, io.SEEK_END)
+    finally:
+        file.seek(start)
+    width, height = image.size
+    needed = -(-width // 8) * -(-height // 8) * 2 // 8
+    if length < needed:
+        raise ImageDecodeError(
+            f"{name}: truncated or corrupt JPEG: its header says {width}×{height}, which needs at least "
+            f"{needed} bytes of image data, but the file has {length}"
+        )
+
+
+def _jpeg_frame_marker(file: BinaryIO) -> int | None:
+    """The SOFn marker's second byte (0xC0 baseline, 0xC2 progressive, ...), read from the segment headers."""
+    if file.read(2) != b"\xff\xd8":
+        return None
+    while (head := file.read(4)) and len(head) == 4 and head[0] == 0xFF:
+        marker = head[1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        file.seek(int.from_bytes(head[2:], "big") - 2, io.SEEK_CUR)
+    return None
 
 
 def _formats() -> list[str]:
