@@ -109,11 +109,7 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
             decoded.append((path, load_image(path)))
         except (OSError, ValueError) as error:
             failed += _report(writer, path, error)
-    try:
-        results = analyzer.analyze_arrays([image for _, image in decoded])
-    except Exception:  # one image broke the batch: redo them one at a time so that only that one is lost
-        results = [_analyze_one(analyzer, image) for _, image in decoded]
-    for (path, image), faces in zip(decoded, results):
+    for (path, image), faces in zip(decoded, analyzer.analyze_each([image for _, image in decoded])):
         if isinstance(faces, Exception):
             failed += _report(writer, path, faces)
             continue
@@ -124,13 +120,6 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
             print(f"error: {printable(str(path))}: pictures not written: {error}", file=sys.stderr)
             args.pictures_failed += 1
     return failed
-
-
-def _analyze_one(analyzer, image: np.ndarray):
-    try:
-        return analyzer.analyze_arrays([image])[0]
-    except Exception as error:  # reported by the caller as this file's error row
-        return error
 
 
 def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespace) -> None:

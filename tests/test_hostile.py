@@ -339,6 +339,30 @@ def test_interrupting_a_run_is_one_line(tiny_weights, tmp_path, capsys, monkeypa
     assert "interrupted after 0 of 1 inputs" in err and "Traceback" not in err
 
 
+def test_a_bad_item_in_an_api_batch_keeps_the_good_ones(tiny_analyzer, tmp_path, monkeypatch):
+    good = tmp_path / "good.png"
+    picture(good, "PNG")
+    batch = [good, tmp_path / "missing.png", b"not an image", np.full((24, 24, 3), 9, np.uint8), good]
+    results = tiny_analyzer.analyze(batch)
+    assert [type(result).__name__ for result in results] == ["list", "FileNotFoundError", "ImageDecodeError"] + [
+        "list"
+    ] * 2
+    assert all(len(results[index]) == 1 for index in (0, 3, 4))  # detector "none": one face each
+    with pytest.raises(ImageDecodeError):  # a single input still raises
+        tiny_analyzer.analyze(b"not an image")
+
+    detect = tiny_analyzer.detector
+
+    def fragile(image):  # the detector fails on one image only: the batch is redone one by one
+        if image[0, 0, 0] == 9:
+            raise RuntimeError("detector failed")
+        return detect(image)
+
+    monkeypatch.setattr(tiny_analyzer, "detector", fragile)
+    results = tiny_analyzer.analyze(batch)
+    assert isinstance(results[3], RuntimeError) and len(results[0]) == len(results[4]) == 1
+
+
 def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused(tmp_path):
     encoded = tmp_path / "small.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(encoded)

@@ -2,7 +2,7 @@
 
     analyzer = FaceAnalyzer()                      # the bundled default model, detector "auto"
     faces = analyzer.analyze("photo.jpg")          # a path, bytes, PIL image or RGB array (bgr=True for OpenCV)
-    batch = analyzer.analyze([a, b, c])            # a list in → a list of face lists out; one network pass per batch
+    batch = analyzer.analyze([a, b, c])            # a list in → per input, its face list or the error it raised
 
 Every face of a batch of images goes through the network together, and one backbone pass serves every task.
 """
@@ -85,11 +85,41 @@ class FaceAnalyzer:
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention = device, batch_size, attention
 
-    def analyze(self, images: ImageInput | list[ImageInput], bgr: bool = False) -> list[Face] | list[list[Face]]:
-        """One input → its faces; a list of inputs → one face list per input (no face: an empty list)."""
-        if isinstance(images, list):
-            return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
-        return self.analyze_arrays([load_image(images, bgr=bgr)])[0]
+    def analyze(
+        self, images: ImageInput | list[ImageInput], bgr: bool = False
+    ) -> list[Face] | list[list[Face] | Exception]:
+        """One input → its faces; one that cannot be read raises (ImageDecodeError, FileNotFoundError, ...).
+
+        A list of inputs → one entry per input, in order: its face list (no face: an empty list), or, for an input
+        that could not be read or analysed, the exception itself in its place, so that one bad file never loses
+        the good ones (`[f for f in results if not isinstance(f, Exception)]`). Only a wrong argument type
+        (TypeError) still raises for the whole batch."""
+        if not isinstance(images, list):
+            return self.analyze_arrays([load_image(images, bgr=bgr)])[0]
+        results: list[list[Face] | Exception] = []
+        for image in images:
+            try:
+                results.append(load_image(image, bgr=bgr))
+            except (OSError, ValueError) as error:
+                results.append(error)
+        decoded = [index for index, item in enumerate(results) if not isinstance(item, Exception)]
+        for index, faces in zip(decoded, self.analyze_each([results[index] for index in decoded])):
+            results[index] = faces
+        return results
+
+    def analyze_each(self, images: list[np.ndarray]) -> list[list[Face] | Exception]:
+        """analyze_arrays, except that when the batch fails (a detector or alignment error on one image), the images
+        are redone one at a time and the failing one gets its exception in place of its faces."""
+        try:
+            return self.analyze_arrays(images)
+        except Exception:
+            return [self._analyze_or_error(image) for image in images]
+
+    def _analyze_or_error(self, image: np.ndarray) -> list[Face] | Exception:
+        try:
+            return self.analyze_arrays([image])[0]
+        except Exception as error:  # the caller reports it as this image's result
+            return error
 
     def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches."""
@@ -225,13 +255,17 @@ def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]
     return fps, frames()
 
 
-def to_dataframe(results: list[list[Face]], sources: list[str] | None = None):
-    """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`); needs pandas."""
+def to_dataframe(results: list[list[Face] | Exception], sources: list[str] | None = None):
+    """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`), and one row with an `error`
+    column for each input that failed; needs pandas."""
     import pandas as pd
 
     rows = []
     for index, faces in enumerate(results):
+        source = sources[index] if sources else index
+        if isinstance(faces, Exception):
+            rows.append({"source": source, "error": f"{type(faces).__name__}: {faces}"})
+            continue
         for number, face in enumerate(faces):
-            source = sources[index] if sources else index
             rows.append({"source": source, "face": number, **face.flat()})
     return pd.DataFrame(rows)
