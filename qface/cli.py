@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,15 @@ import yaml
 from qface.tasks import TASKS
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a run stops as on Ctrl-C: rows written, one line, exit 143.
+    A BaseException, like KeyboardInterrupt, so that no per-file `except Exception` swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -49,6 +60,8 @@ def analyze(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: --out {printable(str(args.out))}: {error.strerror or error}", file=sys.stderr)
         return 2
+    on_main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
             for path, error in inputs.errors:
@@ -69,11 +82,14 @@ def analyze(args: argparse.Namespace) -> int:
             f"error: {printable(str(error))}; the {writer.rows_kept} rows written before it are kept", file=sys.stderr
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted after {done} of {len(inputs)} inputs; their rows are written", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        print(f"{how} after {done} of {len(inputs)} inputs; their rows are written", file=sys.stderr)
+        return code
     finally:
         writer.close()
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     where = f" (error rows in {printable(str(args.out))})" if args.out else ""
     notes = [f"{len(inputs)} inputs, {failed} failed{where if failed else ''}", skipped_line(inputs.skipped)]
     if args.pictures_failed:

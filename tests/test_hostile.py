@@ -9,8 +9,10 @@ import os
 import re
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -376,6 +378,42 @@ def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused(t
     with pytest.raises(ImageDecodeError, match="claimed.jpg: truncated"):
         load_image(claimed)
     assert load_image(encoded).shape == (64, 64, 3)
+
+
+SLOW_RUN = """
+import sys, time
+from qface.cli import main
+from qface.pipeline.analyzer import FaceAnalyzer
+analyze_arrays = FaceAnalyzer.analyze_arrays
+def slow(self, images):
+    time.sleep(0.1)
+    return analyze_arrays(self, images)
+FaceAnalyzer.analyze_arrays = slow
+sys.exit(main(["analyze", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow  # a subprocess that imports torch: seconds on a loaded machine
+def test_sigterm_keeps_the_rows_written_and_exits_143(tiny_weights, tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "r.jsonl"
+    folder.mkdir()
+    for index in range(100):
+        picture(folder / f"{index:03}.png", "PNG")
+    args = [str(folder), "--out", str(out), "--batch-size", "1", "--weights", str(tiny_weights), "--detector", "none"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *args], stderr=subprocess.PIPE, text=True, env=env)
+    with no_hang(60):
+        while not out.exists() or out.read_text().count("\n") < 3:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate()[1]
+    assert process.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    done = int(re.search(r"terminated \(SIGTERM\) after (\d+) of 100 inputs", last)[1])
+    rows = jsonl(out)  # every line is whole JSON
+    assert 3 <= done < 100 and len(rows) in (done, done + 1) and "Traceback" not in err
 
 
 # the walker and the writers, property-based --------------------------------------------------------------------
