@@ -416,6 +416,12 @@ def test_sigterm_keeps_the_rows_written_and_exits_143(tiny_weights, tmp_path):
     assert 3 <= done < 100 and len(rows) in (done, done + 1) and "Traceback" not in err
 
 
+def test_a_cuda_device_without_cuda_is_a_clear_error(tiny_weights, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda:0': CUDA is not available here"):
+        FaceAnalyzer(tiny_weights, detector="none", device="cuda:0")
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",

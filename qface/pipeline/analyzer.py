@@ -35,6 +35,7 @@ SAME_PERSON_THRESHOLD = 0.43
 def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     """The given weights folder, else the bundled default; with neither, an untrained model on the
     pretrained dlib backbone (its outputs are then labelled `@untrained`)."""
+    check_device(device)
     folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if (folder / "config.json").exists():
         return QFace.load(folder, device)
@@ -42,6 +43,16 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
         raise FileNotFoundError(f"no config.json in {folder}")
     torch.manual_seed(0)
     return QFace(QFaceConfig()).to(device).eval()
+
+
+def check_device(device: str | torch.device) -> None:
+    """A clear ValueError for a CUDA device this torch build or machine cannot give (torch's own error comes
+    late and cryptic, from pin_memory or a lazy CUDA init)."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(device)!r}: CUDA is not available here (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda or 'none'}); use device='cpu'"
+        )
 
 
 def chips_to_tensor(chips: list[np.ndarray]) -> torch.Tensor:
