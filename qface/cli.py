@@ -268,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(
-        "--summary", action="store_true", help="readable lines instead of JSON (the default on a terminal)"
+        "--summary",
+        action="store_true",
+        help="readable lines on stdout (the default on a terminal; with --out, as well as the file)",
     )
     run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")

@@ -422,6 +422,17 @@ def test_a_cuda_device_without_cuda_is_a_clear_error(tiny_weights, monkeypatch):
         FaceAnalyzer(tiny_weights, detector="none", device="cuda:0")
 
 
+@pytest.mark.parametrize("name", ["s.csv", "s.jsonl"])
+def test_summary_with_out_writes_both(tiny_weights, tmp_path, capsys, name):
+    image = tmp_path / "one.png"
+    picture(image, "PNG")
+    assert run(tiny_weights, str(image), "--summary", "--out", str(tmp_path / name)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model ") and "one.png: face 0 at" in out
+    text = (tmp_path / name).read_text()
+    assert "one.png" in text and "face 0 at" not in text
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",

@@ -64,11 +64,12 @@ class OutputError(OSError):
 
 
 class ResultWriter:
-    """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
+    """JSON lines (default), CSV (`path` ending in .csv) and, with `summary`, readable lines on stdout: with a
+    path both are written, without one the summary replaces the JSON lines on stdout."""
 
     def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None):
         self.path, self.rows, self.rows_kept, self.bytes_kept = path, 0, 0, 0
-        self.summary = summary and path is None
+        self.summary = summary
         self.model_id = model.model_id if model is not None else None  # on every row, faces or not
         self.stream: TextIO = open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
         self.csv = None
@@ -81,11 +82,11 @@ class ResultWriter:
         if self.model_id:
             row = {**row, "model": self.model_id}
         if self.summary:
-            self._write(self.stream.write, printable(summary_line(row, face)) + "\n")
-        elif self.csv:
+            self._write(sys.stdout.write, printable(summary_line(row, face)) + "\n")
+        if self.csv:
             cells = {k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
             self._write(self.csv.writerow, {**cells, **(face.flat() if face else {})})
-        else:
+        elif self.path or not self.summary:
             self._write(self.stream.write, json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
         self.rows += 1
 
@@ -99,6 +100,8 @@ class ResultWriter:
     def flush(self) -> None:
         """After each input: what is written stays written if the run dies later."""
         self._write(self.stream.flush)
+        if self.summary and self.stream is not sys.stdout:
+            self._write(sys.stdout.flush)
         self.rows_kept = self.rows
         if self.path and os.path.isfile(self.path):
             self.bytes_kept = os.fstat(self.stream.fileno()).st_size
