@@ -102,9 +102,16 @@ def _report(writer, path: Path, error: Exception) -> int:
     from qface.pipeline.files import printable
 
     message = str(error) if str(path) in str(error) else f"{path}: {error}"  # the path once
-    print(f"error: {printable(message)}", file=sys.stderr)
+    _say(f"error: {printable(message)}")
     writer.error(str(path), error)
     return 1
+
+
+def _say(line: str) -> None:
+    """A line on stderr that clears the progress bar first and redraws it below (a print would run into it)."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _picture_name(path: Path, used: dict[str, int]) -> str:
@@ -133,7 +140,7 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
         try:
             _write_pictures(path, image, faces, args)
         except (OSError, ValueError) as error:
-            print(f"error: {printable(str(path))}: pictures not written: {error}", file=sys.stderr)
+            _say(f"error: {printable(str(path))}: pictures not written: {error}")
             args.pictures_failed += 1
     return failed
 

@@ -433,6 +433,18 @@ def test_summary_with_out_writes_both(tiny_weights, tmp_path, capsys, name):
     assert "one.png" in text and "face 0 at" not in text
 
 
+def test_error_lines_do_not_run_into_the_progress_bar(tiny_weights, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    picture(folder / "a.png", "PNG")
+    (folder / "b.png").write_bytes(b"not an image")
+    picture(folder / "c.png", "PNG")
+    assert run(tiny_weights, str(folder), "--out", str(tmp_path / "r.csv")) == 1
+    [line] = [line for line in capsys.readouterr().err.split("\n") if "error:" in line]
+    assert line.split("\r")[-1].startswith("error: ")  # what is left on screen after the bar's carriage returns
+    assert line.count("b.png") == 1
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",
