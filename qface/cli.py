@@ -146,32 +146,41 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
 
 
 def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespace) -> None:
-    from qface.viz.draw import annotate, attention_panel
+    from qface.viz.draw import annotate
 
     name = _picture_name(path, args.picture_names)
     if args.annotate:
         annotate(image, faces).save(args.annotate / f"{name}.jpg", quality=92)
     if args.attention:
-        for index, face in enumerate(faces):
-            if face.attention:  # tasks without label queries (identity alone) have no attention to show
-                attention_panel(face).save(args.attention / f"{name}_face{index}.png")
+        _write_attention(args.attention, name, faces)
+
+
+def _write_attention(folder: Path, name: str, faces) -> None:
+    from qface.viz.draw import attention_panel
+
+    for index, face in enumerate(faces):
+        if face.attention:  # tasks without label queries (identity alone) have no attention to show
+            attention_panel(face).save(folder / f"{name}_face{index}.png")
 
 
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
-    """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures."""
+    """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures, with
+    --attention each analysed frame's maps as `<video>_frame<N>_face<K>.png`."""
     import cv2
 
     from qface.viz.draw import annotate
 
     out = None
+    name = _picture_name(path, args.picture_names) if args.annotate or args.attention else ""
     try:
         for frame in analyzer.analyze_video(path, args.stride):
             writer.faces(str(path), frame.faces, frame.index, frame.seconds)
+            if args.attention:
+                _write_attention(args.attention, f"{name}_frame{frame.index}", frame.faces)
             if args.annotate:
                 picture = np.ascontiguousarray(np.asarray(annotate(frame.image, frame.faces))[..., ::-1])
                 if out is None:
                     size, fourcc = (picture.shape[1], picture.shape[0]), cv2.VideoWriter_fourcc(*"mp4v")
-                    name = _picture_name(path, args.picture_names)
                     out = cv2.VideoWriter(str(args.annotate / f"{name}.mp4"), fourcc, frame.fps / args.stride, size)
                 out.write(picture)
         return 0

@@ -445,6 +445,15 @@ def test_error_lines_do_not_run_into_the_progress_bar(tiny_weights, tmp_path, ca
     assert line.count("b.png") == 1
 
 
+def test_attention_on_a_video_writes_each_analysed_frame(tiny_weights, tmp_path):
+    clip = video(tmp_path / "clip.avi", frames=4)
+    maps = tmp_path / "maps"
+    assert (
+        run(tiny_weights, str(clip), "--attention", str(maps), "--stride", "2", "--out", str(tmp_path / "r.csv")) == 0
+    )
+    assert sorted(p.name for p in maps.iterdir()) == ["clip_frame0_face0.png", "clip_frame2_face0.png"]
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",
