@@ -4,6 +4,7 @@ the model is a tiny random Q-Face with `--detector none`, so each image is one f
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -452,6 +453,17 @@ def test_attention_on_a_video_writes_each_analysed_frame(tiny_weights, tmp_path)
         run(tiny_weights, str(clip), "--attention", str(maps), "--stride", "2", "--out", str(tmp_path / "r.csv")) == 0
     )
     assert sorted(p.name for p in maps.iterdir()) == ["clip_frame0_face0.png", "clip_frame2_face0.png"]
+
+
+def test_face_boxes_are_clipped_to_the_image(tiny_analyzer, monkeypatch):
+    detect = tiny_analyzer.detector
+
+    def overhanging(image):  # a face cut by the border: detectors give boxes beyond the image
+        return [dataclasses.replace(d, box=d.box + np.float32([-10, -5, 7, 3])) for d in detect(image)]
+
+    monkeypatch.setattr(tiny_analyzer, "detector", overhanging)
+    [face] = tiny_analyzer.analyze(np.full((30, 40, 3), 128, np.uint8))
+    assert face.box == [0, 0, 40, 30]
 
 
 # the walker and the writers, property-based --------------------------------------------------------------------

@@ -76,6 +76,7 @@ class _Pending:
     image: int
     detection: Detection
     aligned: AlignedFace
+    size: tuple[int, int]  # the image's (width, height): Face.box is clipped to it
 
 
 class FaceAnalyzer:
@@ -135,7 +136,7 @@ class FaceAnalyzer:
     def analyze_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches."""
         pending = [
-            _Pending(index, detection, align(image, detection.shape))
+            _Pending(index, detection, align(image, detection.shape), image.shape[1::-1])
             for index, image in enumerate(images)
             for detection in self.detector(image)
         ]
@@ -196,7 +197,7 @@ class FaceAnalyzer:
     def _face(self, item: _Pending, out: dict[str, dict[str, torch.Tensor]]) -> Face:
         detection, aligned = item.detection, item.aligned
         face = Face(
-            box=rounded(detection.box, 2),
+            box=rounded(np.clip(detection.box, 0, np.tile(item.size, 2)), 2),  # a face cut by the border
             score=round(float(detection.score), 4),
             points=rounded(detection.points, 2),
             model=self.model.model_id,

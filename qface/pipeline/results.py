@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass
 class Face:
-    box: list[float]  # [x1, y1, x2, y2]
+    box: list[float]  # [x1, y1, x2, y2], pixel edges clipped to the image (points and landmarks are not)
     score: float  # detection confidence in [0, 1]
     points: list[list[float]]  # 5 × [x, y]: left eye, right eye, nose tip, left / right mouth corner (image left)
     model: str  # name@version of the model that produced the outputs
