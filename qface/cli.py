@@ -15,6 +15,7 @@ import yaml
 from qface.tasks import TASKS
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_default.yaml"  # found from any folder
 
 
 class Terminated(BaseException):
@@ -226,12 +227,15 @@ def evaluate(args: argparse.Namespace) -> int:
     from qface.pipeline.analyzer import load_model
     from qface.train.trainer import TrainConfig, build_sources
 
+    if not args.config.is_file():
+        print(f"error: --config {args.config}: no such file", file=sys.stderr)
+        return 2
     config = TrainConfig.from_yaml(args.config)
     missing = [spec["folder"] for spec in config.datasets.values() if not Path(spec["folder"], "labels.npz").exists()]
     if missing:
         print(
-            f"error: no chip cache in {', '.join(missing)}: build it with `qface train {args.config}` (which builds "
-            "every cache first) or `python -m qface.data.chips`",
+            f"error: no chip cache in {', '.join(missing)} (relative to {Path.cwd()}): build it with "
+            f"`qface train {args.config}` (which builds every cache first) or `python -m qface.data.chips`",
             file=sys.stderr,
         )
         return 2
@@ -308,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit.set_defaults(handler=train)
     score = commands.add_parser("eval", help="score a model on the validation splits of a config's datasets")
-    score.add_argument("--config", type=Path, default=Path("configs/cpu_default.yaml"))
+    score.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="default: the shipped configs/cpu_default.yaml"
+    )
     score.add_argument("--weights", type=Path)
     score.add_argument("--split", default="val")
     score.add_argument("--no-cache", action="store_true", help="run the backbone instead of reading cached features")

@@ -466,6 +466,15 @@ def test_face_boxes_are_clipped_to_the_image(tiny_analyzer, monkeypatch):
     assert face.box == [0, 0, 40, 30]
 
 
+def test_eval_from_another_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ and no cache/ here
+    assert main(["eval"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no chip cache in cache/chips/") and f"relative to {tmp_path}" in err
+    assert main(["eval", "--config", "missing.yaml"]) == 2
+    assert capsys.readouterr().err == "error: --config missing.yaml: no such file\n"
+
+
 # the walker and the writers, property-based --------------------------------------------------------------------
 
 MEDIA = {"good": ".png", "truncated": ".jpg", "empty": ".png", "text": ".jpeg", "fifo": ".png", "dangling": ".gif",
