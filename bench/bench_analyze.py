@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from qface.analyzer import FaceAnalyzer
 from qface.cli import SAMPLE_IMAGE
-from qface.pipeline.analyzer import FaceAnalyzer
 
 
 def photo_640x480() -> np.ndarray:

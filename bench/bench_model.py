@@ -13,8 +13,8 @@ import time
 
 import torch
 
+from qface.analyzer import load_model
 from qface.model.qface import QFace, QFaceConfig
-from qface.pipeline.analyzer import load_model
 
 
 def count_macs(model: torch.nn.Module, images: torch.Tensor) -> int:

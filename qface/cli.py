@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from qface.resources import SAMPLE_IMAGE
+from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.tasks import TASKS
 
-SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "astronaut.png"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_default.yaml"  # found from any folder
 
 
@@ -28,6 +28,10 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def analyze(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from qface.scale import analyze_command
+
+        return analyze_command(args)
     from tqdm import tqdm
 
     from qface.pipeline.files import check_output_file, check_output_folder, find_inputs, printable, skipped_line
@@ -44,11 +48,17 @@ def analyze(args: argparse.Namespace) -> int:
         return 2
     inputs = find_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
 
-    from qface.pipeline.analyzer import FaceAnalyzer
+    from qface.analyzer import FaceAnalyzer
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
-        args.weights, args.tasks, args.detector, batch_size=args.batch_size, attention=bool(args.attention), **options
+        args.weights,
+        args.tasks,
+        args.detector,
+        batch_size=args.batch_size,
+        attention=bool(args.attention),
+        mirror=args.mirror,
+        **options,
     )
     if analyzer.model.config.version == "untrained":
         print("note: no trained weights found — outputs come from an UNTRAINED model", file=sys.stderr)
@@ -122,18 +132,11 @@ def _picture_name(path: Path, used: dict[str, int]) -> str:
 
 
 def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
-    """One group of images: decoded one by one, their faces analysed in one batch. Whatever goes wrong with one
-    file (undecodable, or a detector/alignment error) is reported as its error row; the others go on."""
+    """One group of images, their faces analysed in one batch; a file that fails is its error row."""
     from qface.pipeline.files import printable
-    from qface.pipeline.io import load_image
 
-    decoded, failed = [], 0
-    for path in paths:
-        try:
-            decoded.append((path, load_image(path)))
-        except (OSError, ValueError) as error:
-            failed += _report(writer, path, error)
-    for (path, image), faces in zip(decoded, analyzer.analyze_each([image for _, image in decoded])):
+    failed = 0
+    for path, (image, faces) in zip(paths, analyzer.analyze_files(paths)):
         if isinstance(faces, Exception):
             failed += _report(writer, path, faces)
             continue
@@ -167,9 +170,10 @@ def _write_attention(folder: Path, name: str, faces) -> None:
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
     """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures, with
     --attention each analysed frame's maps as `<video>_frame<N>_face<K>.png`."""
-    import cv2
-
+    from qface.resources import require
     from qface.viz.draw import annotate
+
+    cv2 = require("cv2", "video", "writing annotated videos")
 
     out = None
     name = _picture_name(path, args.picture_names) if args.annotate or args.attention else ""
@@ -193,21 +197,23 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
 
 
 def info(args: argparse.Namespace) -> int:
-    from qface.pipeline.analyzer import DEFAULT_WEIGHTS, load_model
+    from qface.analyzer import load_model
+    from qface.resources import DEFAULT_WEIGHTS, model_card_summary
 
     model = load_model(args.weights)
     print(f"model: {model.model_id}  backbone: {model.config.backbone['name']}  input: {model.input_size}px")
-    card = (args.weights or DEFAULT_WEIGHTS) / "MODEL_CARD.md"
-    if card.exists():  # the card's summary: data, licence, headline validation numbers
-        summary = card.read_text().split("## Summary", 1)[-1].split("\n## ", 1)[0].strip()
-        print(f"\n{summary}\n\nfull model card: {card}\n")
+    summary = model_card_summary(args.weights)
+    if summary:
+        print(f"\n{summary}\n\nfull model card: {(args.weights or DEFAULT_WEIGHTS) / 'MODEL_CARD.md'}\n")
     for task in model.tasks:
         print(f"{task.name} ({len(task.labels)}): {', '.join(task.labels) if task.uses_queries else 'embedding'}")
     return 0
 
 
 def train(args: argparse.Namespace) -> int:
-    from qface.train.trainer import TrainConfig
+    import yaml
+
+    from qface.train.config import TrainConfig
     from qface.train.trainer import train as run_training
 
     config = TrainConfig.from_yaml(args.config)
@@ -223,9 +229,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from qface.eval.evaluate import bias_table, markdown_table, predict_source, score_source, wide_table
-    from qface.pipeline.analyzer import load_model
-    from qface.train.trainer import TrainConfig, build_sources
+    from qface.analyzer import load_model
+    from qface.eval.evaluate import bias_table, confusion, markdown_table, predict_source, score_source, wide_table
+    from qface.train.config import TrainConfig
 
     if not args.config.is_file():
         print(f"error: --config {args.config}: no such file", file=sys.stderr)
@@ -241,14 +247,19 @@ def evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.weights)
     config.features = config.features and not args.no_cache
-    results, biases = {}, {}
-    for name, source in build_sources(config, model.config, args.split).items():
+    results, biases, confusions = {}, {}, {}
+    for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
         predictions = predict_source(model, source)
         results[name] = score_source(source, predictions)
         biases[name] = bias_table(source, predictions)
+        if "ferplus_majority" in source.arrays:  # rows: FER+ majority label, columns: argmax over all outputs
+            voted = source.arrays["ferplus_majority"] >= 0
+            predicted = predictions["expression"][voted].argmax(1)
+            confusions[name] = confusion(predicted, source.arrays["ferplus_majority"][voted]).tolist()
     report = {"model": model.model_id, "split": args.split, "results": results, "bias": biases}
+    report["ferplus_confusion"] = confusions
     print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
     for name, table in biases.items():
         if table:
@@ -277,6 +288,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def serve(args: argparse.Namespace) -> int:
+    from qface.resources import require
+    from qface.serve.settings import from_args
+
+    try:
+        for module in ("fastapi", "uvicorn", "python_multipart"):
+            require(module, "serve", "qface serve")
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from qface.serve.app import run
+
+    return run(from_args(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -284,7 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("paths", nargs="*", type=Path)
     run.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     run.add_argument("--tasks", nargs="+", choices=list(TASKS), help="only these tasks (default: all)")
-    run.add_argument("--detector", default="auto", help="auto (default), dlib-hog, dlib-cnn, yunet, none")
+    run.add_argument(
+        "--detector",
+        default="auto",
+        help="auto (default), dlib-hog, dlib-cnn, yunet, crop (each image is one face crop), none",
+    )
+    run.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average each face's answers with its mirror image's (default; --no-mirror: one network pass per face)",
+    )
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(
@@ -297,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--batch-size", type=positive_int, default=16, help="images (or frames) per network batch")
     run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
+    run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
+    run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")
+    run.add_argument(
+        "--actors", type=positive_int, help="with --engine ray: model-holding actors (default: one per CPU)"
+    )
+    run.add_argument(
+        "--part-size", type=positive_int, default=256, help="with --engine ray: inputs per Parquet part file"
+    )
+    run.add_argument("--jsonl", action="store_true", help="with --engine ray: also write JSON lines beside Parquet")
     run.set_defaults(handler=analyze)
     show = commands.add_parser("info", help="the model and every label in output order")
     show.add_argument("--weights", type=Path)
@@ -323,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     teach = commands.add_parser("label", help="teacher labels (MediaPipe pose + 68 landmarks) for chip caches")
     teach.add_argument("folders", nargs="+", type=Path)
     teach.set_defaults(handler=label)
+    web = commands.add_parser("serve", help="a REST API and a web page on http://127.0.0.1:8000 (the serve extra)")
+    add_serve_arguments(web)
+    web.set_defaults(handler=serve)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -13,7 +13,6 @@ MediaPipe is an optional dependency (`pip install qface[teacher]`); it is import
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -21,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from qface.data.base import chips_fingerprint
+from qface.resources import require
 
 SOURCE = "mediapipe-face-landmarker (teacher)"
 OUTPUT_NAME = "teacher_mediapipe.npz"
@@ -126,11 +128,9 @@ class MediaPipeTeacher:
             raise FileNotFoundError(
                 f"MediaPipe face landmarker bundle not found at {path}; pass model_path or set {MODEL_ENV}"
             )
-        try:
-            import mediapipe as mp
-            from mediapipe.tasks.python import BaseOptions, vision
-        except ImportError as error:
-            raise ImportError("the teacher needs MediaPipe: pip install 'qface[teacher]'") from error
+        mp = require("mediapipe", "teacher", "the MediaPipe teacher")
+        from mediapipe.tasks.python import BaseOptions, vision
+
         self.model_path = path
         self._mp = mp
         options = vision.FaceLandmarkerOptions(
@@ -181,15 +181,6 @@ def _save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-
-
-def chips_fingerprint(chips: np.ndarray, samples: int = 64) -> str:
-    """sha256 of the array's shape and of `samples` evenly spaced chips: ties a label file to the chips it labels
-    (a rebuilt cache of the same size gets relabelled rather than silently paired with stale labels)."""
-    digest = hashlib.sha256(repr(chips.shape).encode())
-    for i in np.unique(np.linspace(0, len(chips) - 1, min(samples, len(chips))).round().astype(int)):
-        digest.update(np.ascontiguousarray(chips[i]).tobytes())
-    return digest.hexdigest()
 
 
 def label_chip_cache(
@@ -245,8 +236,7 @@ def label_chip_cache(
                     state["found"][:start],
                 )
 
-    import mediapipe
-
+    mediapipe = require("mediapipe", "teacher", "the MediaPipe teacher")
     own_teacher = teacher is None
     teacher = teacher or MediaPipeTeacher()
     scale = np.array([width, height], np.float32)

@@ -12,6 +12,19 @@ from qface.model.qface import QFace, QFaceConfig
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does: .ci/run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The default lane skips tests marked slow (training runs, long property tests), saying so."""
+    if config.getoption("--slow"):
+        return
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="slow: run with --slow"))
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, skipping the test (with the reason) when it is not there."""
     path = SHARED.joinpath(*parts)

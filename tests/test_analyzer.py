@@ -7,8 +7,8 @@ import pytest
 from conftest import shared_path
 from PIL import Image
 
+from qface.analyzer import FaceAnalyzer, to_dataframe
 from qface.cli import SAMPLE_IMAGE
-from qface.pipeline.analyzer import FaceAnalyzer, to_dataframe
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,12 @@ def test_a_list_of_images_gives_a_list_of_face_lists_from_one_network_pass(analy
     calls = []
     forward = analyzer.model.forward
     monkeypatch.setattr(analyzer.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
-    results = analyzer.analyze([astronaut, np.zeros((64, 64, 3), np.uint8), astronaut])
+    results = analyzer.analyze_batch([astronaut, np.zeros((64, 64, 3), np.uint8), astronaut])
     assert [len(faces) for faces in results] == [len(results[0]), 0, len(results[0])]
     assert len(calls) == 1
     assert results[0][0].to_dict() == results[2][0].to_dict()
+    with pytest.raises(TypeError, match="analyze_batch"):
+        analyzer.analyze([astronaut])
 
 
 def test_bgr_arrays_are_accepted_when_said_so(analyzer, astronaut, astronaut_face):
@@ -113,7 +115,7 @@ def test_video_frames_stream_with_their_index_and_time(analyzer, astronaut, tmp_
 
 def test_dataframe_has_one_row_per_face(analyzer, astronaut):
     pytest.importorskip("pandas")
-    frame = to_dataframe(analyzer.analyze([astronaut]), ["astronaut.png"])
+    frame = to_dataframe(analyzer.analyze_batch([astronaut]), ["astronaut.png"])
     assert {"expression.happy", "pose.yaw", "box.x1", "landmarks.67.y"} <= set(frame.columns)
 
 
@@ -127,3 +129,14 @@ def test_every_exif_orientation_gives_the_same_face_and_answers(analyzer, astron
     assert face.top_expression == astronaut_face.top_expression
     assert face.age == pytest.approx(astronaut_face.age, abs=0.01)
     assert face.attributes == pytest.approx(astronaut_face.attributes, abs=1e-3)
+
+
+def test_the_public_api_is_three_names_and_one_call(analyzer, monkeypatch):
+    import qface
+    from qface.analyzer import load_model
+    from qface.pipeline.results import Face
+
+    assert (qface.FaceAnalyzer, qface.Face, qface.load_model) == (FaceAnalyzer, Face, load_model)
+    monkeypatch.delenv("QFACE_YUNET_MODEL", raising=False)  # "auto" is then dlib-hog, like the fixture
+    faces = qface.analyze(SAMPLE_IMAGE)
+    assert [face.to_dict() for face in faces] == [face.to_dict() for face in analyzer.analyze(SAMPLE_IMAGE)]

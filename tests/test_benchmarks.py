@@ -33,7 +33,7 @@ from qface.data.benchmarks import (
     pose_from_3ddfa,
     read_pts,
 )
-from qface.data.datasets import open_dataset
+from qface.data.registry import open_dataset
 from qface.tasks import ACTION_UNITS, EXPRESSIONS, POSE_ANGLES, TASKS
 
 scipy_io = pytest.importorskip("scipy.io")

@@ -90,7 +90,7 @@ def test_a_video_gives_rows_per_analyzed_frame_and_an_annotated_video(tmp_path):
 
 
 def test_an_image_that_breaks_the_detector_is_one_error_row_and_its_batch_mates_survive(tmp_path, monkeypatch):
-    from qface.pipeline.analyzer import FaceAnalyzer
+    from qface.analyzer import FaceAnalyzer
 
     folder = make_folder(tmp_path)
     analyze_arrays = FaceAnalyzer.analyze_arrays

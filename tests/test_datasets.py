@@ -22,10 +22,10 @@ from qface.data.datasets import (
     FER2013,
     UTKFace,
     ckplus_folds,
-    open_dataset,
     parse_utkface_name,
     utkface_split,
 )
+from qface.data.registry import open_dataset
 from qface.data.transforms import FLIP_PERMUTATION, hflip, hflip_landmarks_normalised
 from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS
 

@@ -16,9 +16,9 @@ from qface.model.backbones.dlib_resnet import (
     DlibResNet,
     DlibStream,
     add_padded,
-    dlib_model_path,
     read_dlib_network,
 )
+from qface.resources import dlib_model_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACE_IMAGES = [

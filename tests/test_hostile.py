@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from qface.analyzer import FaceAnalyzer
 from qface.cli import main
 from qface.model.qface import QFace, QFaceConfig
 from qface.pipeline import io as image_io
-from qface.pipeline.analyzer import FaceAnalyzer
 from qface.pipeline.files import find_inputs, printable
 from qface.pipeline.io import ImageDecodeError, SpecialFileError, load_image
+from qface.scale import list_inputs
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def model_must_not_load(monkeypatch):
     def refuse(*_, **__):
         raise AssertionError("the model loaded before the output paths were checked")
 
-    monkeypatch.setattr("qface.pipeline.analyzer.load_model", refuse)
+    monkeypatch.setattr("qface.analyzer.load_model", refuse)
 
 
 @pytest.mark.parametrize(
@@ -322,6 +323,8 @@ def test_a_folder_run_accounts_for_every_entry(tiny_weights, tmp_path, capsys, m
     assert final.startswith("13 inputs, 5 failed") and "skipped 3 (" in final
     assert "1 not an image or video suffix" in final and "1 FIFO, device or socket" in final
     assert "1 folder already visited" in final
+    listed = {str(Path(path).relative_to(folder)) for path in list_inputs(folder, recursive=True)}
+    assert listed == set(rows)  # the Ray engine lists the same inputs (analysed and error rows) as the CLI
     monkeypatch.setattr(os, "scandir", scandir)
     assert find_inputs([folder]).skipped["sub-folder (without --recursive)"] == 3  # locked, self, sub
 
@@ -346,10 +349,11 @@ def test_a_bad_item_in_an_api_batch_keeps_the_good_ones(tiny_analyzer, tmp_path,
     good = tmp_path / "good.png"
     picture(good, "PNG")
     batch = [good, tmp_path / "missing.png", b"not an image", np.full((24, 24, 3), 9, np.uint8), good]
-    results = tiny_analyzer.analyze(batch)
-    assert [type(result).__name__ for result in results] == ["list", "FileNotFoundError", "ImageDecodeError"] + [
+    results = tiny_analyzer.analyze_batch(batch)
+    assert [type(result).__name__ for result in results] == ["list", "FileNotFoundError", "NotAnImageError"] + [
         "list"
     ] * 2
+    assert isinstance(results[2], ImageDecodeError)
     assert all(len(results[index]) == 1 for index in (0, 3, 4))  # detector "none": one face each
     with pytest.raises(ImageDecodeError):  # a single input still raises
         tiny_analyzer.analyze(b"not an image")
@@ -362,7 +366,7 @@ def test_a_bad_item_in_an_api_batch_keeps_the_good_ones(tiny_analyzer, tmp_path,
         return detect(image)
 
     monkeypatch.setattr(tiny_analyzer, "detector", fragile)
-    results = tiny_analyzer.analyze(batch)
+    results = tiny_analyzer.analyze_batch(batch)
     assert isinstance(results[3], RuntimeError) and len(results[0]) == len(results[4]) == 1
 
 
@@ -384,7 +388,7 @@ def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused(t
 SLOW_RUN = """
 import sys, time
 from qface.cli import main
-from qface.pipeline.analyzer import FaceAnalyzer
+from qface.analyzer import FaceAnalyzer
 analyze_arrays = FaceAnalyzer.analyze_arrays
 def slow(self, images):
     time.sleep(0.1)
@@ -514,7 +518,7 @@ def make_entry(folder: Path, index: int, kind: str, name: str) -> Path:
 def test_every_entry_is_accounted_for_exactly_once_and_the_output_parses(
     tiny_weights, tiny_analyzer, monkeypatch, capsys, top, nested, recursive, fmt
 ):
-    monkeypatch.setattr("qface.pipeline.analyzer.FaceAnalyzer", lambda *_, **__: tiny_analyzer)  # loaded once
+    monkeypatch.setattr("qface.analyzer.FaceAnalyzer", lambda *_, **__: tiny_analyzer)  # loaded once
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "in"
         folder.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qface.eval import metrics
+from qface import metrics
 
 
 def test_accuracy_and_mean_class_accuracy():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import safetensors.torch
 import torch
 from conftest import TINY_CONFIG
 
@@ -158,7 +159,7 @@ def test_a_model_on_an_mae_style_vit_saves_and_loads_with_its_style(tmp_path):
     assert torch.equal(loaded(images()).raw["age"], model(images()).raw["age"])
 
 
-def test_a_frozen_pretrained_backbone_is_left_out_of_the_file_and_rebuilt_from_its_source(tmp_path):
+def test_only_the_backbone_tensors_that_training_changed_are_stored_beside_the_heads(tmp_path):
     torch.manual_seed(0)
     model = QFace(QFaceConfig(dim=32, grid=3, decoder_layers=1, heads=4, ffn_dim=64)).eval()  # dlib backbone
     model.save(tmp_path / "small", pretrained_backbone=True)
@@ -167,10 +168,20 @@ def test_a_frozen_pretrained_backbone_is_left_out_of_the_file_and_rebuilt_from_i
     x = torch.rand(1, 3, 150, 150)
     assert torch.equal(loaded(x).raw["age"], model(x).raw["age"])
     with torch.no_grad():
-        model.backbone.fc.weight.mul_(1.01)
-    try:
-        model.save(tmp_path / "changed", pretrained_backbone=True)
-    except ValueError as error:
-        assert "differs" in str(error)
-    else:
-        raise AssertionError("a fine-tuned backbone must not be replaced by the pretrained one on load")
+        model.backbone.levels[4][0].conv2.weight.mul_(1.01)  # as if fine-tuned
+    model.save(tmp_path / "tuned", pretrained_backbone=True)
+    stored = safetensors.torch.load_file(tmp_path / "tuned" / "model.safetensors")
+    assert [k for k in stored if k.startswith("backbone.")] == ["backbone.levels.4.0.conv2.weight"]
+    assert torch.equal(QFace.load(tmp_path / "tuned")(x).raw["age"], model(x).raw["age"])
+
+
+def test_a_tuned_backbone_keeps_dlibs_identity_descriptor_in_an_untouched_copy():
+    from qface.model.backbones import build_backbone
+
+    plain, tuned = build_backbone("dlib_resnet"), build_backbone("dlib_resnet", tuned_from=3)
+    with torch.no_grad():
+        for parameter in tuned.levels[3:].parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    x = torch.rand(2, 3, 150, 150)
+    assert torch.equal(tuned(x).embedding, plain(x).embedding)
+    assert not torch.equal(tuned(x).stages[-1], plain(x).stages[-1])

@@ -16,10 +16,16 @@ Conventions (DESIGN.md, qface/tasks.py), identical for every adapter so the trai
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @dataclass
@@ -38,3 +44,49 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def chips_fingerprint(chips: np.ndarray, samples: int = 64) -> str:
+    """sha256 of the array's shape and of `samples` evenly spaced chips: ties what is derived from a chip cache
+    (teacher labels, features) to the chips it was made from, so a rebuilt cache is never paired with stale ones."""
+    digest = hashlib.sha256(repr(chips.shape).encode())
+    for i in np.unique(np.linspace(0, len(chips) - 1, min(samples, len(chips))).round().astype(int)):
+        digest.update(np.ascontiguousarray(chips[i]).tobytes())
+    return digest.hexdigest()
+
+
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return to_rgb(np.asarray(image.convert("L") if image.mode in ("L", "I;16", "I", "1") else image.convert("RGB")))
+
+
+def label_mask(names: tuple[str, ...] | list[str], keep: Callable[[str], bool]) -> np.ndarray:
+    """The mask shared by every face of a data set: which of a task's labels it can assign."""
+    return np.array([keep(name) for name in names], dtype=bool)
+
+
+class Adapter:
+    """Base: an iterable of LabelledFace over one data set; subclasses set `name`, `tasks` and `_items`.
+    `root` defaults to ../shared/data/<name> beside the repository; `limit` keeps the first faces in file order."""
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()  # the `split` values its faces can have
+
+    def __init__(self, root: str | Path | None = None, limit: int | None = None):
+        self.root = Path(root) if root is not None else SHARED_DATA / self.name
+        self.limit = limit
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.name}: no data folder {self.root}")
+
+    def _cap(self, count: int) -> int:
+        return count if self.limit is None else min(count, self.limit)
+
+    def __iter__(self) -> Iterator[LabelledFace]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, limit={self.limit})"

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qface.data.base import LabelledFace
-from qface.data.datasets import CKPLUS_VAL_FOLD, Adapter, _mask, _read_image, ckplus_folds, utkface_split
+from qface.data.base import Adapter, LabelledFace, label_mask, read_image
+from qface.data.datasets import CKPLUS_VAL_FOLD, ckplus_folds, utkface_split
+from qface.resources import require
 from qface.tasks import ACTION_UNITS, EXPRESSIONS, POSE_ANGLES
 
 E = EXPRESSIONS.index
@@ -53,7 +54,7 @@ RAFDB_EXPRESSIONS = {
     7: E("neutral"),
 }
 RAFDB_SPLITS = {"train": "train", "test": "test"}  # the image name's prefix: train_00001.jpg, test_0001.jpg
-RAFDB_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "contempt")
+RAFDB_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "contempt")
 # Annotation/manual/<stem>_manu_attri.txt: 5 landmark lines (on the original image), then gender, race, age group.
 RAFDB_GENDERS = {0: "male", 1: "female", 2: "unsure"}
 RAFDB_RACES = {0: "Caucasian", 1: "African-American", 2: "Asian"}
@@ -77,7 +78,7 @@ AFFECTNET_SKIPPED = {8: "None", 9: "Uncertain", 10: "No-Face"}  # not expression
 AFFECTNET_LISTS = {"training.csv": "train", "validation.csv": "test"}
 AFFECTNET_LIST_DIRS = ("Manually_Annotated_file_lists", ".")
 AFFECTNET_IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")  # or the root
-AFFECTNET_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: True)
+AFFECTNET_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: True)
 
 # --- BP4D and DISFA (action-unit occurrence) ----------------------------------------------------------------------
 # BP4D: AUCoding/AU_OCC/<subject>_<task>.csv; header row = frame column, then AU numbers; cells 0/1, 9 = unknown.
@@ -161,11 +162,11 @@ JAFFE_EXPRESSIONS = {
     "SU": E("surprise"),
 }
 JAFFE_NAME = re.compile(r"^(?P<poser>[A-Z]{2})\.(?P<code>[A-Z]{2})(?P<take>\d+)\.(?P<number>\d+)\.tiff?$", re.I)
-JAFFE_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "contempt")
+JAFFE_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "contempt")
 
 
 def _au_mask(numbers) -> np.ndarray:
-    return _mask(ACTION_UNITS, lambda name: int(name[2:]) in numbers)
+    return label_mask(ACTION_UNITS, lambda name: int(name[2:]) in numbers)
 
 
 BP4D_AU_MASK = _au_mask(BP4D_AUS)
@@ -213,11 +214,7 @@ def _points68(array) -> np.ndarray | None:
 
 
 def _loadmat(path: Path) -> dict:
-    try:
-        from scipy.io import loadmat
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("reading 300W-LP / AFLW2000-3D .mat files needs scipy (pip install scipy)") from error
-    return loadmat(str(path))
+    return require("scipy.io", "train", "reading 300W-LP / AFLW2000-3D .mat files").loadmat(str(path))
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -242,6 +239,7 @@ class RAFDB(Adapter):
 
     name = "rafdb"
     tasks = ("expression",)
+    splits = ("train", "test")
 
     @cached_property
     def _rows(self) -> list[tuple[str, int]]:
@@ -272,7 +270,7 @@ class RAFDB(Adapter):
         for file_name, code in self._rows[: len(self)]:
             stem = Path(file_name).stem
             yield LabelledFace(
-                image=_read_image(self.root / "Image" / "aligned" / f"{stem}_aligned.jpg"),
+                image=read_image(self.root / "Image" / "aligned" / f"{stem}_aligned.jpg"),
                 labels={"expression": RAFDB_EXPRESSIONS[code]},
                 masks={"expression": RAFDB_EXPRESSION_MASK.copy()},
                 meta={
@@ -295,6 +293,7 @@ class AffectNet(Adapter):
 
     name = "affectnet"
     tasks = ("expression",)
+    splits = ("train", "test")
 
     @cached_property
     def _image_root(self) -> Path:
@@ -350,7 +349,7 @@ class AffectNet(Adapter):
 
     def __iter__(self) -> Iterator[LabelledFace]:
         for relative, (x, y, width, height), code, valence, arousal, split, row_index in self._rows[: len(self)]:
-            image = _read_image(self._image_root / relative)
+            image = read_image(self._image_root / relative)
             x0, y0 = max(x, 0), max(y, 0)
             x1, y1 = min(x + width, image.shape[1]), min(y + height, image.shape[0])
             if x1 <= x0 or y1 <= y0:
@@ -381,6 +380,7 @@ class _FrameAUAdapter(Adapter):
     coded frame whose image exists is one face; frames without an image are skipped with a warning."""
 
     tasks = ("action_units",)
+    splits = ("train", "test")
     parts: tuple[tuple[str, ...], ...] = ()  # the protocol's subject-disjoint parts
     image_dirs: tuple[str, ...] = ()  # frame folders tried in order under the root
     _missing = 0  # coded frames skipped for want of an image (set while loading)
@@ -422,7 +422,7 @@ class _FrameAUAdapter(Adapter):
             subject, sequence, frames, images, labels, masks = self._sequences[s]
             part = _part_of(subject, self.parts)
             yield LabelledFace(
-                image=_read_image(images[row]),
+                image=read_image(images[row]),
                 labels={"action_units": labels[row].copy()},
                 masks={"action_units": masks[row].copy()},
                 meta={
@@ -521,6 +521,7 @@ class MorphII(Adapter):
 
     name = "morph2"
     tasks = ("age",)
+    splits = ("train", "val")
 
     @cached_property
     def _csv(self) -> Path:
@@ -547,7 +548,7 @@ class MorphII(Adapter):
     def __iter__(self) -> Iterator[LabelledFace]:
         for row in self._rows[: len(self)]:
             yield LabelledFace(
-                image=_read_image(self._csv.parent / row[MORPH_PHOTO]),
+                image=read_image(self._csv.parent / row[MORPH_PHOTO]),
                 labels={"age": float(row[MORPH_AGE])},
                 masks={"age": np.ones(1, bool)},
                 meta={
@@ -590,7 +591,7 @@ class _PoseMatAdapter(Adapter):
             points = self._landmarks(image_path, mat, meta)
             labels = {"pose": pose, "landmarks": points if points is not None else np.zeros((68, 2), np.float32)}
             yield LabelledFace(
-                image=_read_image(image_path),
+                image=read_image(image_path),
                 labels=labels,
                 masks={"pose": np.ones(3, bool), "landmarks": np.full(68, points is not None)},
                 meta={
@@ -608,6 +609,7 @@ class Pose300WLP(_PoseMatAdapter):
 
     name = "300w_lp"
     split = "train"
+    splits = ("train",)
 
     def _items(self):
         items, missing = [], 0
@@ -641,6 +643,7 @@ class AFLW2000(_PoseMatAdapter):
 
     name = "aflw2000"
     split = "test"
+    splits = ("test",)
 
     def _items(self):
         folder = self.root / "AFLW2000" if (self.root / "AFLW2000").is_dir() else self.root
@@ -666,6 +669,7 @@ class FGNet(Adapter):
 
     name = "fgnet"
     tasks = ("age",)
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, str, int, str]]:
@@ -696,7 +700,7 @@ class FGNet(Adapter):
         for path, subject, age, take in self._files[: len(self)]:
             points = self._points.get(path.stem.lower())
             yield LabelledFace(
-                image=_read_image(path),
+                image=read_image(path),
                 labels={"age": float(age)},
                 masks={"age": np.ones(1, bool)},
                 meta={
@@ -718,6 +722,7 @@ class JAFFE(Adapter):
 
     name = "jaffe"
     tasks = ("expression",)
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, re.Match]]:
@@ -741,7 +746,7 @@ class JAFFE(Adapter):
         for path, match in self._files[: len(self)]:
             poser = match["poser"].upper()
             yield LabelledFace(
-                image=_read_image(path),
+                image=read_image(path),
                 labels={"expression": JAFFE_EXPRESSIONS[match["code"].upper()]},
                 masks={"expression": JAFFE_EXPRESSION_MASK.copy()},
                 meta={

@@ -36,64 +36,29 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import dlib
 import numpy as np
-from PIL import Image
 
-from qface.data.datasets import DATASETS, open_dataset
-from qface.model.backbones.dlib_resnet import dlib_model_path
+from qface.data.datasets import DATASETS
+from qface.data.registry import open_dataset
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, align, chip_to_image_transform
+from qface.pipeline.crop import (
+    CENTRE_PENALTY,
+    DETECT_MIN_SIDE,
+    DETECT_THRESHOLD,
+    TIGHT_BORDER,
+    central_face,
+    prepare,
+)
+from qface.resources import dlib_model_path
 from qface.tasks import TASKS
 
-# Tuned on a few hundred faces per data set (detection rate at margin 0 / ms per face): upscaling the short side to
-# 150 px detects as many as 200 or 250 px at half the time (FER2013 ~75 %, CK+ 100 %, UTKFace ~99 %, CelebA ~98 %);
-# a 30 % black border lifts FER2013 to ~80 % (its 48×48 crops cut the face's outline) and does not help the others.
-DETECT_MIN_SIDE = 150  # upscale (bicubic) images whose short side is smaller to this before detection
-DETECT_BORDER = {"fer2013": 0.3}  # black border, as a fraction of the (upscaled) short side, for tight crops
-DETECT_THRESHOLD = 0.0  # HOG-SVM margin; DlibHogDetector's default. Lower margins gave visibly worse chips on FER.
-CENTRE_PENALTY = 2.0  # detection choice: score − CENTRE_PENALTY × (distance of box centre from image centre) / side
+DETECT_BORDER = {"fer2013": TIGHT_BORDER}  # per data set (CK+48 is as small as FER2013 but not as tight)
 META_FIELDS = ("subject", "identity", "fold", "gender", "race", "sequence", "frame")
 CACHE_VERSION = 1
-
-
-@dataclass
-class Prepared:
-    """An image readied for detection: `image = border + upscale(original)`; maps coordinates both ways."""
-
-    image: np.ndarray
-    scale: float
-    border: int
-    size: tuple[int, int]  # original (width, height)
-
-    def to_original(self, affine: np.ndarray) -> np.ndarray:
-        """A 2×3 affine into prepared pixels → the same into original pixels (pixel centres at integers)."""
-        linear = affine[:, :2] / self.scale
-        offset = (affine[:, 2] - self.border + 0.5) / self.scale - 0.5
-        return np.hstack([linear, offset[:, None]])
-
-    def normalise(self, points: np.ndarray) -> np.ndarray:
-        """(N, 2) prepared pixels → original image coordinates as fractions of width and height."""
-        return ((points - self.border + 0.5) / self.scale) / np.asarray(self.size, np.float64)
-
-    def denormalise(self, points: np.ndarray) -> np.ndarray:
-        return points * np.asarray(self.size, np.float64) * self.scale + self.border - 0.5
-
-
-def prepare(image: np.ndarray, dataset: str) -> Prepared:
-    height, width = image.shape[:2]
-    scale = max(1.0, DETECT_MIN_SIDE / min(height, width))
-    if scale > 1.0:
-        size = (round(width * scale), round(height * scale))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
-        scale = size[0] / width
-    border = round(DETECT_BORDER.get(dataset, 0.0) * min(image.shape[:2]))
-    if border:
-        image = np.pad(image, ((border, border), (border, border), (0, 0)))
-    return Prepared(np.ascontiguousarray(image), scale, border, (width, height))
 
 
 def _shape_points(shape: dlib.full_object_detection) -> np.ndarray:
@@ -138,11 +103,6 @@ def template_points() -> np.ndarray:
     return (in_chip + 0.5) / CHIP_SIZE
 
 
-def margin_to_score(margin: float) -> float:
-    """The HOG-SVM margin squashed to [0, 1] as DlibHogDetector does (0.88 at margin 0)."""
-    return float(1.0 / (1.0 + np.exp(-2.0 * (margin + 1.0))))
-
-
 class Chipper:
     """One face image → (chip, chip_to_image, detection score, normalised 5 points) or None when not detected.
 
@@ -155,26 +115,18 @@ class Chipper:
         self.predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
 
     def detect(self, image: np.ndarray):
-        prepared = prepare(image, self.dataset)
-        rects, margins, _ = self.detector.run(prepared.image, 0, DETECT_THRESHOLD)
-        if not rects:
+        prepared = prepare(image, DETECT_BORDER.get(self.dataset, 0.0))
+        found = central_face(self.detector, prepared)
+        if found is None:
             return None
-        height, width = prepared.image.shape[:2]
-        centre, side = np.array([width, height]) / 2.0, min(width, height)
-
-        def preference(k: int) -> float:
-            rect = rects[k]
-            box_centre = np.array([rect.left() + rect.right() + 1, rect.top() + rect.bottom() + 1]) / 2.0
-            return margin_to_score(margins[k]) - CENTRE_PENALTY * float(np.linalg.norm(box_centre - centre)) / side
-
-        best = max(range(len(rects)), key=preference)
-        shape = self.predictor(prepared.image, rects[best])
+        rect, score = found
+        shape = self.predictor(prepared.image, rect)
         aligned = align(prepared.image, shape)
         chip_to_image = prepared.to_original(aligned.chip_to_image)
-        return aligned.chip, chip_to_image, margin_to_score(margins[best]), prepared.normalise(_shape_points(shape))
+        return aligned.chip, chip_to_image, score, prepared.normalise(_shape_points(shape))
 
     def with_mean_shape(self, image: np.ndarray, mean_points: np.ndarray):
-        prepared = prepare(image, self.dataset)
+        prepared = prepare(image, DETECT_BORDER.get(self.dataset, 0.0))
         chip, chip_to_image = chip_from_points(prepared.image, prepared.denormalise(mean_points))
         return chip, prepared.to_original(chip_to_image)
 
@@ -225,7 +177,7 @@ def _label_arrays(records: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
 def to_chip_frame(arrays: dict[str, np.ndarray], chip_to_image: np.ndarray) -> dict[str, np.ndarray]:
     """Adapters give landmarks in image pixels and roll in the image; the model sees levelled chips, so the cache
     holds landmarks as fractions of the chip (pixel centres at integers, like the teacher's) and roll relative to
-    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (pipeline/analyzer.py)."""
+    the chip. `chip_to_image`: (N, 2, 3). The analyzer maps both back (analyzer.py)."""
     arrays = dict(arrays)
     if "landmarks" in arrays:
         linear, offset = chip_to_image[:, :, :2], chip_to_image[:, :, 2]

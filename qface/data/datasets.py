@@ -24,12 +24,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from qface.data.base import LabelledFace, to_rgb
+from qface.data.base import Adapter, LabelledFace, label_mask, read_image, to_rgb
 from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, EXPRESSIONS
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # --- label codes -------------------------------------------------------------------------------------------------
 
@@ -62,6 +59,9 @@ UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 UTKFACE_VAL_BUCKETS = 10  # zlib.crc32(file name) % 10 == 0 → "val" (a fixed 10 %), else "train"
 UTKFACE_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_[^_]+\.jpg\.chip\.jpg$")
 
+W300_SUBSETS = ("helen_train", "afw")
+W300_VAL_BUCKETS = 5  # zlib.crc32(photo id) % 5 == 0 → "val": a fixed ~20 % of the photos (all of a photo's faces)
+
 CELEBA_VALUES = {"1": 1.0, "-1": 0.0}
 CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}
 
@@ -69,48 +69,10 @@ CELEBA_SPLITS = {0: "train", 1: "val", 2: "test"}
 # --- masks shared by every face of a data set ----------------------------------------------------------------------
 
 
-def _mask(names: tuple[str, ...] | list[str], keep) -> np.ndarray:
-    return np.array([keep(name) for name in names], dtype=bool)
-
-
-FER2013_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "contempt")
-CKPLUS_EXPRESSION_MASK = _mask(EXPRESSIONS, lambda name: name != "neutral")
-UTKFACE_ATTRIBUTE_MASK = _mask(CELEBA_ATTRIBUTES, lambda name: name == "Male")
+FER2013_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "contempt")
+CKPLUS_EXPRESSION_MASK = label_mask(EXPRESSIONS, lambda name: name != "neutral")
+UTKFACE_ATTRIBUTE_MASK = label_mask(CELEBA_ATTRIBUTES, lambda name: name == "Male")
 MALE = CELEBA_ATTRIBUTES.index("Male")
-
-
-def default_root(name: str) -> Path:
-    return SHARED_DATA / name
-
-
-class Adapter:
-    """Base: an iterable of LabelledFace over one data set; subclasses set `name`, `tasks` and `_items`."""
-
-    name: str = ""
-    tasks: tuple[str, ...] = ()
-
-    def __init__(self, root: str | Path | None = None, limit: int | None = None):
-        self.root = Path(root) if root is not None else default_root(self.name)
-        self.limit = limit
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.name}: no data folder {self.root}")
-
-    def _cap(self, count: int) -> int:
-        return count if self.limit is None else min(count, self.limit)
-
-    def __iter__(self) -> Iterator[LabelledFace]:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.root)!r}, limit={self.limit})"
-
-
-def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return to_rgb(np.asarray(image.convert("L") if image.mode in ("L", "I;16", "I", "1") else image.convert("RGB")))
 
 
 # --- FER2013 -------------------------------------------------------------------------------------------------------
@@ -121,6 +83,7 @@ class FER2013(Adapter):
 
     name = "fer2013"
     tasks = ("expression",)
+    splits = ("train", "val", "test")
 
     @property
     def path(self) -> Path:
@@ -195,6 +158,7 @@ class CKPlus(Adapter):
 
     name = "ckplus"
     tasks = ("expression", "action_units")
+    splits = ("train", "val")
 
     @cached_property
     def _rows(self) -> list[dict[str, str]]:
@@ -224,7 +188,7 @@ class CKPlus(Adapter):
             coded = action_units is not None  # a sequence absent from facs.csv has unknown AUs (masked out)
             fold = folds[row["subject"]]
             yield LabelledFace(
-                image=_read_image(self.root / row["file"]),
+                image=read_image(self.root / row["file"]),
                 labels={
                     "expression": CKPLUS_EXPRESSIONS[row["emotion"]],
                     "action_units": action_units.copy() if coded else np.zeros(len(ACTION_UNITS), np.float32),
@@ -267,6 +231,7 @@ class UTKFace(Adapter):
 
     name = "utkface"
     tasks = ("age", "attributes")
+    splits = ("train", "val")
 
     @cached_property
     def _files(self) -> list[tuple[Path, tuple[int, int, int]]]:
@@ -296,7 +261,7 @@ class UTKFace(Adapter):
             attributes = np.zeros(len(CELEBA_ATTRIBUTES), np.float32)
             attributes[MALE] = 1.0 if UTKFACE_GENDERS[gender] == "male" else 0.0
             yield LabelledFace(
-                image=_read_image(path),
+                image=read_image(path),
                 labels={"age": float(age), "attributes": attributes},
                 masks={"age": np.ones(1, bool), "attributes": UTKFACE_ATTRIBUTE_MASK.copy()},
                 meta={
@@ -326,6 +291,7 @@ class CelebA(Adapter):
 
     name = "celeba"
     tasks = ("attributes",)
+    splits = ("train", "val", "test")
 
     @cached_property
     def _rows(self) -> list[tuple[str, np.ndarray]]:
@@ -360,7 +326,7 @@ class CelebA(Adapter):
     def __iter__(self) -> Iterator[LabelledFace]:
         for file_name, attributes in self._rows[: len(self)]:
             yield LabelledFace(
-                image=_read_image(self.root / "img_align_celeba" / file_name),
+                image=read_image(self.root / "img_align_celeba" / file_name),
                 labels={"attributes": attributes.copy()},
                 masks={"attributes": np.ones(len(CELEBA_ATTRIBUTES), bool)},
                 meta={
@@ -371,14 +337,56 @@ class CelebA(Adapter):
             )
 
 
-DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFace, CelebA)}
+# --- 300-W (HELEN train + AFW) -------------------------------------------------------------------------------------
 
 
-def open_dataset(name: str, root: str | Path | None = None, limit: int | None = None) -> Adapter:
-    """Any adapter by name: the data sets in ../shared, or the paper's benchmarks (qface/data/benchmarks.py)."""
-    from qface.data.benchmarks import BENCHMARKS
+def read_pts(path: Path) -> np.ndarray:
+    """A 300-W `.pts` file (with or without its `version/n_points/{ }` header) → (N, 2) float32 as written."""
+    rows = [line.split() for line in path.read_text(encoding="ascii").splitlines()]
+    points = [(float(row[0]), float(row[1])) for row in rows if len(row) == 2 and row[0][0] in "-.0123456789"]
+    return np.asarray(points, np.float32)
 
-    adapters = DATASETS | BENCHMARKS
-    if name not in adapters:
-        raise ValueError(f"unknown data set {name!r}; known: {list(adapters)}")
-    return adapters[name](root, limit)
+
+def w300_split(stem: str) -> str:
+    """By photo (`<photo id>_<face number>`), so faces of one photo never straddle train and val."""
+    photo = stem.rsplit("_", 1)[0]
+    return "val" if zlib.crc32(photo.encode("utf-8")) % W300_VAL_BUCKETS == 0 else "train"
+
+
+class W300(Adapter):
+    """300-W faces (HELEN train + AFW) with human iBUG-68 landmarks: `manifest.csv` + `<subset>/<stem>.jpg/.pts`.
+
+    The files keep 300-W's 1-based (Matlab) pixel convention through a resize by `scale`; the adapter converts to
+    qface's (0-based pixel centres): p − 1 + 0.5 × (1 − scale)."""
+
+    name = "300w"
+    tasks = ("landmarks",)
+    splits = ("train", "val")
+
+    @cached_property
+    def _rows(self) -> list[dict[str, str]]:
+        with open(self.root / "manifest.csv", newline="", encoding="ascii") as stream:
+            return [row for row in csv.DictReader(stream) if row["subset"] in W300_SUBSETS]
+
+    def __len__(self) -> int:
+        return self._cap(len(self._rows))
+
+    def __iter__(self) -> Iterator[LabelledFace]:
+        for row in self._rows[: len(self)]:
+            folder = self.root / row["subset"]
+            points = read_pts(folder / f"{row['stem']}.pts")
+            if points.shape != (68, 2):
+                raise ValueError(f"300w {row['stem']}: {len(points)} points, expected 68")
+            yield LabelledFace(
+                image=read_image(folder / f"{row['stem']}.jpg"),
+                labels={"landmarks": points - 1.0 + 0.5 * (1.0 - float(row["scale"]))},
+                masks={"landmarks": np.ones(68, bool)},
+                meta={
+                    "split": w300_split(row["stem"]),
+                    "subject": row["stem"].rsplit("_", 1)[0],
+                    "source": row["stem"],
+                },
+            )
+
+
+DATASETS: dict[str, type[Adapter]] = {a.name: a for a in (FER2013, CKPlus, UTKFace, CelebA, W300)}

@@ -11,17 +11,14 @@ import warnings
 import numpy as np
 import torch
 
-from qface.eval import metrics
+from qface.data.source import Source
 from qface.model.qface import QFace
-from qface.tasks import ACTION_UNITS, CELEBA_ATTRIBUTES, TASKS
-from qface.train.data import Source
-
-MIN_AU_POSITIVES = 10  # AUs with fewer positive faces in a split are too noisy to score
+from qface.tasks import CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS, Task
 
 
 @torch.inference_mode()
 def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Decoded outputs for every face of a split, in order (no augmentation)."""
+    """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation)."""
     collected: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
     tasks = [task for task in source.tasks if task in model.task_names(None)]
@@ -29,71 +26,48 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
         inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
         inputs = {name: values.to(device) for name, values in inputs.items()}
         if "maps" in inputs:
-            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks)
+            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
         else:
             output = model(inputs["images"], tasks)
         for name, values in output.decoded(identity="identity" in model.task_names(None)).items():
-            key = next(iter(values)) if name != "age" else "years"
-            collected.setdefault(name, []).append(values[key].float().cpu().numpy())
+            collected.setdefault(name, []).append(values[TASKS[name].scored].float().cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}
 
 
 def score_source(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    """Every metric the split's labels allow; metrics with no labelled face in the split are left out."""
+    """Every metric the split's labels allow (`Task.score`); metrics with no labelled face in the split are left out.
+    Labels from the teacher are scored as agreement with it, under names starting `teacher_`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # empty subgroups give NaN, dropped below
-        scores = _scores(source, predictions)
+        scores = {}
+        for task in scored_tasks(source, predictions):
+            a, name = source.arrays, task.name
+            mask, taught = a.get(f"{name}_mask"), a.get(f"{name}_taught")
+            parts = {"": mask} if taught is None else {"": mask & ~taught[:, None], "teacher_": mask & taught[:, None]}
+            for prefix, labelled in parts.items():
+                if labelled is None or labelled.any():
+                    scores |= {prefix + k: v for k, v in task.score(predictions[name], a[name], labelled).items()}
+        if "ferplus_majority" in source.arrays and "expression" in predictions:  # FER+'s protocol, 8 classes
+            voted = (source.arrays["ferplus_majority"] >= 0)[:, None]
+            majority = TASKS["expression"].score(predictions["expression"], source.arrays["ferplus_majority"], voted)
+            scores |= {key.replace("expression_", "ferplus_"): value for key, value in majority.items()}
     return {key: value for key, value in scores.items() if not np.isnan(value)}
 
 
-def _scores(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    a, scores = source.arrays, {}
-    tasks = [task for task in source.tasks if task in predictions]
-    taught = source.teacher_tasks  # labels from MediaPipe: scored as agreement with the teacher, named so
-    if "expression" in tasks:
-        classes = a["expression_mask"].any(0)
-        probs = np.where(classes, predictions["expression"], -1.0)
-        labelled = a["expression_mask"].any(1)
-        predicted, truth = probs.argmax(1)[labelled], a["expression"][labelled]
-        scores[f"expression_accuracy_{classes.sum()}class"] = metrics.accuracy(predicted, truth)
-        scores[f"expression_mean_class_accuracy_{classes.sum()}class"] = metrics.mean_class_accuracy(predicted, truth)
-    if "action_units" in tasks:  # each AU over the faces whose data set codes it
-        truth, coded = a["action_units"] > 0.5, a["action_units_mask"]
-        scored = [j for j in range(len(ACTION_UNITS)) if truth[coded[:, j], j].sum() >= MIN_AU_POSITIVES]
-        per_au = {
-            ACTION_UNITS[j]: metrics.f1(predictions["action_units"][coded[:, j], j] > 0.5, truth[coded[:, j], j])
-            for j in scored
-        }
-        if per_au:
-            scores["au_mean_f1"] = float(np.mean(list(per_au.values())))
-            scores.update({f"au_f1/{k}": v for k, v in per_au.items()})
-    if "attributes" in tasks:  # each attribute over the faces labelling it
-        mask = a["attributes_mask"]
-        columns = mask.any(0)
-        correct = (predictions["attributes"] > 0.5) == (a["attributes"] > 0.5)
-        per_attribute = {CELEBA_ATTRIBUTES[j]: float(correct[mask[:, j], j].mean()) for j in np.flatnonzero(columns)}
-        if columns.sum() > 1:
-            scores["attributes_mean_accuracy"] = float(np.mean(list(per_attribute.values())))
-        elif columns.sum() == 1:  # a data set labelling one attribute (UTKFace: Male) gets it as a headline number
-            scores[f"{next(iter(per_attribute))}_accuracy"] = next(iter(per_attribute.values()))
-        scores.update({f"attribute_accuracy/{name}": value for name, value in per_attribute.items()})
-    if "age" in tasks:
-        labelled = a["age_mask"][:, 0]
-        scores["age_mae"] = metrics.mae(predictions["age"][labelled], a["age"][labelled])
-        scores["age_cs5"] = metrics.cumulative_score(predictions["age"][labelled], a["age"][labelled])
-    if "pose" in tasks:
-        teacher = "teacher_" if "pose" in taught else ""
-        labelled = a["pose_mask"].all(1)
-        for j, angle in enumerate(TASKS["pose"].labels):
-            scores[f"{teacher}pose_mae/{angle}"] = metrics.mae(predictions["pose"][labelled, j], a["pose"][labelled, j])
-        scores[f"{teacher}pose_mae"] = float(np.mean([scores[f"{teacher}pose_mae/{x}"] for x in TASKS["pose"].labels]))
-    if "landmarks" in tasks:
-        teacher = "teacher_" if "landmarks" in taught else ""
-        labelled = a["landmarks_mask"].all(1)
-        scores[f"{teacher}landmark_nme"] = metrics.nme(predictions["landmarks"][labelled], a["landmarks"][labelled])
-    if "identity" in predictions and "identity" in a:
-        scores["verification_accuracy"] = metrics.verification_accuracy(predictions["identity"], a["identity"])
-    return scores
+def scored_tasks(source: Source, predictions: dict[str, np.ndarray]) -> list[Task]:
+    """The tasks with a prediction and labels in the split: the tasks it trains, and label columns without a mask
+    (CelebA's identities for verification)."""
+    unmasked = [name for name in source.arrays if name in TASKS and f"{name}_mask" not in source.arrays]
+    return [
+        task
+        for task in TASKS.values()
+        if task.score and task.name in predictions and task.name in [*source.tasks, *unmasked]
+    ]
+
+
+def confusion(predicted: np.ndarray, truth: np.ndarray, classes: int = len(EXPRESSIONS)) -> np.ndarray:
+    """Rows: true class, columns: predicted class (counts)."""
+    return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
 def bias_table(source: Source, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -131,16 +105,14 @@ def evaluate_sources(model: QFace, sources: dict[str, Source]) -> dict[str, dict
 
 
 def selection_score(results: dict[str, dict[str, float]]) -> float:
-    """One number to pick a checkpoint by: the mean of each dataset's main score, errors mapped to [0, 1]."""
+    """One number to pick a checkpoint by: the mean over data sets of each task's `selection` metric in [0, 1]."""
     parts = []
     for scores in results.values():
         for key, value in scores.items():
-            if key.startswith("expression_accuracy") or key in ("au_mean_f1", "attributes_mean_accuracy"):
-                parts.append(value)
-            elif key == "age_mae":
-                parts.append(max(0.0, 1 - value / 10))
-            elif key in ("teacher_pose_mae", "pose_mae"):
-                parts.append(max(0.0, 1 - value / 20))
+            name = key.removeprefix("teacher_")
+            for task in TASKS.values():
+                if task.selection and (name == task.selection[0] or name.startswith(task.selection[0] + "_")):
+                    parts.append(task.selection[1](value))
     return float(np.mean(parts)) if parts else 0.0
 
 

@@ -33,6 +33,10 @@ class DecoderLayer(nn.Module):
 
 
 class TaskAdaptiveDecoder(nn.Module):
+    """A stack of DecoderLayers over learnable label queries (one per output label, grouped by task). Each query
+    reads the face through its own cross-attention, so every label looks where its evidence is, and the maps that
+    says where are returned for inspection."""
+
     def __init__(self, num_queries: int, dim: int, layers: int, heads: int, ffn_dim: int, dropout: float):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)

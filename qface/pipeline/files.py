@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qface.pipeline.io import image_suffixes, special_file_error
+from qface.pipeline.io import VIDEO_SUFFIXES, image_suffixes, special_file_error
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 OUTPUT_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 SKIP_OTHER = "not an image or video suffix"

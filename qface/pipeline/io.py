@@ -10,21 +10,23 @@ Rules, one place for each surprise:
 - EXIF orientation is honoured (PIL.ImageOps.exif_transpose); an unreadable EXIF block is ignored, not fatal.
   A PIL image passed in is oriented by its own EXIF too. Multi-frame files (GIF, TIFF, APNG, MPO) give frame 0.
 - Pixel limit: an encoded image whose header claims more than MAX_PIXELS (width × height; 50 megapixels by default,
-  about an 8660 × 5770 photo) is refused before any pixel is decoded. Override it per call (`max_pixels=`) or for
-  the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard (Image.MAX_IMAGE_PIXELS, 89 MP; an error
-  above twice that) is left as it is and its DecompressionBombError is reported as ImageDecodeError too, so a
-  limit above 178 MP also needs Pillow's raised (its warning above 89 MP is silenced while opening: the
-  decision is ours). Arrays are already decoded and are not limited. Video frames have the same limit, checked
-  from the container's frame size before the first frame is decoded (qface.pipeline.analyzer.read_video).
+  about an 8660 × 5770 photo) is refused before any pixel is decoded (ImageTooLargeError). Override it per call
+  (`max_pixels=`) or for the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard
+  (Image.MAX_IMAGE_PIXELS, 89 MP; an error above twice that) is left as it is and its DecompressionBombError is
+  reported as ImageTooLargeError too, so a limit above 178 MP also needs Pillow's raised (its warning above 89 MP
+  is silenced while opening: the decision is ours). Arrays are already decoded and are not limited. Video frames
+  have the same limit, checked from the container's frame size before the first frame is decoded
+  (qface.analyzer.read_video).
 - Paths are `stat`ed before they are opened: a FIFO, device or socket is refused (SpecialFileError) without being
   opened, since reading one can block forever or never end.
 - Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
   other external code, are refused.
-- Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source; no Pillow,
-  zlib or struct exception escapes. Truncated images are never padded (Pillow's LOAD_TRUNCATED_IMAGES stays off),
-  and a sequential JPEG shorter than its declared size allows is refused before decoding, since libjpeg would
-  only warn and fill the missing part with grey (progressive and arithmetic-coded JPEGs cannot be bounded so).
-  A missing path is still FileNotFoundError (nothing to decode).
+- Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source (empty or
+  unrecognised data: its subclass NotAnImageError); no Pillow, zlib or struct exception escapes. Truncated images
+  are never padded (Pillow's LOAD_TRUNCATED_IMAGES stays off), and a sequential JPEG shorter than its declared
+  size allows is refused before decoding, since libjpeg would only warn and fill the missing part with grey
+  (progressive and arithmetic-coded JPEGs cannot be bounded so). A missing path is still FileNotFoundError
+  (nothing to decode).
 - Alpha (LA, La, PA, P with a transparent colour, RGBA, RGBa, 2- and 4-channel arrays) is composited on WHITE,
   as a viewer on a white page shows it (dropping it would reveal whatever colour hides under transparent pixels,
   often black). An alpha that is fully opaque, or fully transparent everywhere (an unset channel, as in many
@@ -40,6 +42,8 @@ Rules, one place for each surprise:
   conversions. Embedded ICC profiles are not applied (pixels are taken as sRGB).
 
 `detection_view` makes the smaller copy a detector sees; boxes and points found on it map back by its `scale`.
+`image_suffixes()` (Pillow's registered suffixes of FORMATS) and VIDEO_SUFFIXES decide which files of a folder
+are inputs (qface.pipeline.files walks the folders, for the CLI and the Ray engine alike).
 """
 
 from __future__ import annotations
@@ -63,12 +67,23 @@ ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Ima
 _CHUNK = 1 << 22  # pixels per block when compositing, so a 50 MP RGBA costs tens of MB, not hundreds
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+
 class ImageDecodeError(ValueError):
     """The input is not an image this module can decode safely (corrupt, truncated, empty, too large, unknown)."""
 
 
 class SpecialFileError(ImageDecodeError):
     """The path is a FIFO, device or socket: refused from `stat`, never opened (a reader could block forever)."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The header claims more pixels than the limit; nothing was decoded."""
+
+
+class NotAnImageError(ImageDecodeError):
+    """Empty data, or no supported image format recognises it (as opposed to a recognised but broken image)."""
 
 
 def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = None) -> np.ndarray:
@@ -82,12 +97,12 @@ def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = No
     if isinstance(image, bytes | bytearray | memoryview):
         data = bytes(image)
         if not data:
-            raise ImageDecodeError("empty bytes: no image data")
+            raise NotAnImageError("empty bytes: no image data")
         return _open_and_decode(io.BytesIO(data), f"<{len(data)} bytes>", limit)
     if isinstance(image, str | os.PathLike):
         path = os.fspath(image)
         if check_regular_file(path) == 0:
-            raise ImageDecodeError(f"{path}: empty file (0 bytes)")
+            raise NotAnImageError(f"{path}: empty file (0 bytes)")
         return _open_and_decode(path, str(path), limit)
     if hasattr(image, "read"):
         return _open_and_decode(image, f"<{type(image).__name__}>", limit)
@@ -142,7 +157,7 @@ def check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
     """ImageDecodeError when width × height exceeds `limit`: called with a header's size, before decoding."""
     width, height = size
     if width * height > limit:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{name}: {width}×{height} = {width * height / 1e6:.1f} megapixels exceeds the limit of "
             f"{limit / 1e6:g} MP (a decompression-bomb guard); refused before decoding. Raise it with "
             f"load_image(..., max_pixels=N) or qface.pipeline.io.MAX_PIXELS if the image is genuine."
@@ -157,12 +172,12 @@ def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarra
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Image.DecompressionBombError as error:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"{name}: refused before decoding by Pillow's decompression-bomb guard ({error}); "
             f"qface's own limit is {limit / 1e6:g} MP"
         ) from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(
+        raise NotAnImageError(
             f"{name}: not an image in a supported format ({', '.join(FORMATS)}), or its header is corrupt"
         ) from None
     except Exception as error:  # any failure of a plugin while reading the header

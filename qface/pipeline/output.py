@@ -11,51 +11,69 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from qface.pipeline.files import output_format, printable
 from qface.pipeline.results import Face
-from qface.tasks import TASKS
+from qface.tasks import TASKS, resolve
 
 BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
+BASE_TYPES = {"file": str, "frame": int, "face": int, "error": str, "model": str}  # the others are floats
 
 
 def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
     """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
-    for task in tasks:
-        labels = TASKS[task].labels
-        if task == "expression":
-            columns += [f"expression.{label}" for label in labels] + ["top_expression"]
-        elif task in ("action_units", "attributes", "pose"):
-            columns += [f"{task}.{label}" for label in labels]
-        elif task == "age":
-            columns.append("age")
-        elif task == "landmarks":
-            columns += [f"landmarks.{i}.{axis}" for i in range(len(labels)) for axis in "xy"]
-        elif task == "identity":
-            columns += [f"embedding.{i}" for i in range(embedding_dim)]
-    return columns
+    return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+
+
+def column_types(tasks: list[str], embedding_dim: int = 128) -> dict[str, type]:
+    """`csv_columns` in the same order, each with the type of its values (str, int or float), for typed files."""
+    types = {column: BASE_TYPES.get(column, float) for column in csv_columns([])}
+    fields = ((task, f) for task in resolve(tasks) for f in task.fields)
+    return types | {column: f.scalar for task, f in fields for column in task.field_columns(f, embedding_dim)}
+
+
+def input_rows(
+    source: str, faces: list[Face], model: str | None, frame: int | None = None, time: float | None = None
+) -> Iterator[tuple[dict[str, Any], Face | None]]:
+    """The rows of one input (or video frame): one per face, or one with `face` empty when it has none; `model`
+    (name@version) goes on every row, faces or not."""
+    where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
+    for index, face in enumerate(faces):
+        yield {**where, "face": index, "model": model}, face
+    if not faces:
+        yield {**where, "face": None, "model": model}, None
+
+
+def error_row(source: str, error: Exception, model: str | None) -> dict[str, Any]:
+    """The row of an input that failed: its file and the error, no face."""
+    return {"file": source, "error": f"{type(error).__name__}: {error}", "model": model}
+
+
+def flat_row(row: dict[str, Any], face: Face | None) -> dict[str, Any]:
+    """A CSV / Parquet row: the row's keys and the face's flat columns (`csv_columns` names them all)."""
+    return {**row, **(face.flat() if face else {})}
+
+
+def json_row(row: dict[str, Any], face: Face | None) -> dict[str, Any]:
+    """A JSON-lines row: the row's keys and the face's nested fields (as Face.to_dict)."""
+    return {**row, **(face.to_dict() if face else {})}
 
 
 def summary_line(row: dict[str, Any], face: Face | None) -> str:
-    """One readable line per face for a terminal: top expression, age, pose, active AUs and attributes (p ≥ 0.5)."""
+    """One readable line per face for a terminal: what each task that ran says in a few words (`Task.describe`)."""
     where = Path(row["file"]).name + (f" frame {row['frame']}" if "frame" in row else "")
     if row.get("error"):
         return f"{where}: ERROR {row['error']}"
     if face is None:
         return f"{where}: no face"
     parts = [f"face {row['face']} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
-    if face.top_expression:
-        parts.append(f"{face.top_expression} {face.expression[face.top_expression]:.2f}")
-    if face.age is not None:
-        parts.append(f"age {face.age:.0f}")
-    if face.pose:
-        parts.append("pitch {pitch:+.0f}° yaw {yaw:+.0f}° roll {roll:+.0f}°".format(**face.pose))
-    for name, values in (("AUs", face.action_units), ("attributes", face.attributes)):
-        if values:
-            parts.append(f"{name}: " + (", ".join(k for k, v in values.items() if v >= 0.5) or "none"))
+    for task in TASKS.values():
+        if task.describe and face.answers(task):
+            parts.append(task.describe(face))
     return f"{where}: " + " | ".join(parts)
 
 
@@ -75,19 +93,17 @@ class ResultWriter:
         self.csv = None
         if path and output_format(path) == "csv":
             columns = csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128)
-            self.csv = csv.DictWriter(self.stream, columns, extrasaction="ignore")
+            self.csv = csv.DictWriter(self.stream, columns)  # a field without a column raises, never a silent drop
             self._write(self.csv.writeheader)
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
-        if self.model_id:
-            row = {**row, "model": self.model_id}
         if self.summary:
             self._write(sys.stdout.write, printable(summary_line(row, face)) + "\n")
         if self.csv:
             cells = {k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
-            self._write(self.csv.writerow, {**cells, **(face.flat() if face else {})})
+            self._write(self.csv.writerow, flat_row(cells, face))
         elif self.path or not self.summary:
-            self._write(self.stream.write, json.dumps({**row, **(face.to_dict() if face else {})}) + "\n")
+            self._write(self.stream.write, json.dumps(json_row(row, face)) + "\n")
         self.rows += 1
 
     def _write(self, write, *args) -> None:
@@ -118,15 +134,12 @@ class ResultWriter:
             os.truncate(self.path, self.bytes_kept)
 
     def faces(self, source: str, faces: list[Face], frame: int | None = None, time: float | None = None) -> None:
-        where = {"file": source} | ({"frame": frame, "time": round(time, 3)} if frame is not None else {})
-        for index, face in enumerate(faces):
-            self._row({**where, "face": index}, face)
-        if not faces:
-            self._row({**where, "face": None}, None)
+        for row, face in input_rows(source, faces, self.model_id, frame, time):
+            self._row(row, face)
         self.flush()
 
     def error(self, source: str, error: Exception) -> None:
-        self._row({"file": source, "error": f"{type(error).__name__}: {error}"}, None)
+        self._row(error_row(source, error, self.model_id), None)
         self.flush()
 
     def close(self) -> None:

@@ -11,21 +11,10 @@ from PIL import Image, ImageDraw, ImageFont
 from qface.pipeline.results import Face
 from qface.tasks import TASKS
 
-AXIS_COLOURS = ((230, 60, 60), (60, 200, 60), (70, 120, 255))  # face x (image right), y (up), z (toward viewer)
-
-
-def pose_axes(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """The face's x, y, z axes as (3, 2) image-plane directions (x right, y down) under DESIGN.md's signs:
-    yaw > 0 turns the nose to the image's right, pitch > 0 up, roll > 0 clockwise as the viewer sees it."""
-    p, y, r = (math.radians(v) for v in (pitch, yaw, roll))
-    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
-    ry = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    axes = np.array([[1, 0, 0], [0, -1, 0], [0, 0, -1]], float).T  # columns: right, up, toward the viewer
-    return (rz @ ry @ rx @ axes).T[:, :2]
-
 
 def annotate(image: np.ndarray, faces: list[Face]) -> Image.Image:
+    """The image with each face's box and what its tasks mark (`Task.annotate`): a caption, dots (the 5 detector
+    points when no task draws points), lines."""
     picture = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(picture)
     scale = max(picture.size) / 640
@@ -34,22 +23,13 @@ def annotate(image: np.ndarray, faces: list[Face]) -> Image.Image:
     for face in faces:
         x1, y1, x2, y2 = face.box
         draw.rectangle([x1, y1, x2, y2], outline=(255, 210, 0), width=width)
-        for x, y in face.landmarks or face.points:
+        marks = [task.annotate(face) for task in TASKS.values() if task.annotate and face.answers(task)]
+        dots = [point for mark in marks for point in mark.points or []]
+        for x, y in dots or face.points:
             draw.ellipse([x - width, y - width, x + width, y + width], fill=(0, 255, 255))
-        if face.pose:
-            nose = np.asarray(face.landmarks[30] if face.landmarks else face.points[2])
-            length = 0.5 * (x2 - x1)
-            for direction, colour in zip(pose_axes(**face.pose), AXIS_COLOURS):
-                end = nose + length * direction
-                draw.line([*nose, *end], fill=colour, width=width + 1)
-        caption = "  ·  ".join(
-            part
-            for part in (
-                face.top_expression and f"{face.top_expression} {face.expression[face.top_expression]:.2f}",
-                face.age is not None and f"{face.age:.0f}y",
-            )
-            if part
-        )
+        for start, end, colour in (line for mark in marks for line in mark.lines):
+            draw.line([*start, *end], fill=colour, width=width + 1)
+        caption = "  ·  ".join(mark.text for mark in marks if mark.text)
         if caption:
             box = draw.textbbox((x1, y1), caption, font=font)
             top = y1 - (box[3] - box[1]) - 4

@@ -15,7 +15,6 @@ dlib rules the port must follow to match (see dlib/dnn/layers.h and the CPU tens
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qface.model.backbones.base import Backbone, BackboneOutput
+from qface.resources import dlib_model_path
 
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -38,20 +38,6 @@ LEVELS: tuple[tuple[int, int, bool], ...] = (
     (256, 0, True),
 )
 DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
-
-
-def dlib_model_path(name: str) -> Path:
-    """Path of a model file shipped by `face-recognition-models`, found without importing that package
-    (its __init__ imports pkg_resources, which recent setuptools no longer provide)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"dlib model {name!r} needs the face-recognition-models package: pip install face-recognition-models"
-        )
-    path = Path(spec.submodule_search_locations[0]) / "models" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; reinstall it with: pip install face-recognition-models")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,42 +317,82 @@ class DlibResNet(Backbone):
     input_size = 150
     embedding_dim = 128
 
-    def __init__(self, taps: tuple[int, ...] = (0, 1, 2, 3, 4)):
+    def __init__(self, taps: tuple[int, ...] = (0, 1, 2, 3, 4), tuned_from: int | None = None):
         super().__init__()
         if list(taps) != sorted(set(taps)) or not all(0 <= t < len(LEVELS) for t in taps):
             raise ValueError(f"taps must be increasing level positions in 0..{len(LEVELS) - 1}, got {taps}")
-        self.taps = tuple(taps)
+        if tuned_from is not None and not 0 < tuned_from < len(LEVELS):
+            raise ValueError(f"tuned_from must be a level position in 1..{len(LEVELS) - 1}, got {tuned_from}")
+        self.taps, self.tuned_from = tuple(taps), tuned_from
         self.stage_channels = [LEVELS[t][0] for t in self.taps]
         self.register_buffer("mean", torch.tensor(DLIB_MEAN_RGB, dtype=torch.float32))
         self.conv = nn.Conv2d(3, 32, 7, 2)
         self.affine = Affine(32)
+        self.levels = self._build_levels(0)
+        # Fine-tuning the deep levels for faces' expression and age would change the identity descriptor, which
+        # dlib trained for exactly that job: an untouched copy of those levels keeps computing it.
+        self.identity_levels = self._build_levels(tuned_from) if tuned_from is not None else None
+        self.fc = nn.Linear(LEVELS[-1][0], self.embedding_dim, bias=False)
+        self.to(memory_format=torch.channels_last)  # about 25 % faster convolutions on CPU than NCHW
+
+    @staticmethod
+    def _build_levels(first: int) -> nn.ModuleList:
         levels = []
-        in_channels = 32
-        for channels, plain_blocks, down in LEVELS:
+        in_channels = LEVELS[first - 1][0] if first else 32
+        for channels, plain_blocks, down in LEVELS[first:]:
             blocks = [ResidualBlock(in_channels, channels, down=True)] if down else []
             blocks += [ResidualBlock(channels, channels, down=False) for _ in range(plain_blocks)]
             levels.append(nn.Sequential(*blocks))
             in_channels = channels
-        self.levels = nn.ModuleList(levels)
-        self.fc = nn.Linear(in_channels, self.embedding_dim, bias=False)
-        self.to(memory_format=torch.channels_last)  # about 25 % faster convolutions on CPU than NCHW
+        return nn.ModuleList(levels)
 
     @classmethod
-    def from_dlib(cls, path: str | Path | None = None, taps: tuple[int, ...] = (0, 1, 2, 3, 4)) -> DlibResNet:
-        """The model with dlib's trained weights, read from `path` (default: the installed package's file)."""
-        model = cls(taps)
-        model.load_state_dict(dlib_state_dict(read_dlib_network(path or dlib_model_path(RECOGNITION_MODEL))))
+    def from_dlib(
+        cls, path: str | Path | None = None, taps: tuple[int, ...] = (0, 1, 2, 3, 4), tuned_from: int | None = None
+    ) -> DlibResNet:
+        """The model with dlib's trained weights, read from `path` (default: the installed package's file); the
+        identity copy of the tuned levels starts from the same weights."""
+        model = cls(taps, tuned_from)
+        state = dlib_state_dict(read_dlib_network(path or dlib_model_path(RECOGNITION_MODEL)))
+        if tuned_from is not None:
+            prefix = "levels."
+            for key, value in list(state.items()):
+                if key.startswith(prefix) and int(key.split(".")[1]) >= tuned_from:
+                    position, rest = key[len(prefix) :].split(".", 1)
+                    state[f"identity_levels.{int(position) - tuned_from}.{rest}"] = value
+        model.load_state_dict(state)
         return model
 
     def spec(self) -> dict:
-        return {"name": "dlib_resnet", "taps": list(self.taps)}
+        spec = {"name": "dlib_resnet", "taps": list(self.taps)}
+        return spec if self.tuned_from is None else spec | {"tuned_from": self.tuned_from}
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         x = ((images * 255.0 - self.mean.view(1, 3, 1, 1)) / 256.0).contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)
         stages = []
         for i, level in enumerate(self.levels):
+            if i == self.tuned_from:
+                tuned_input = x
             x = level(x)
             if i in self.taps:
                 stages.append(x)
-        return BackboneOutput(stages=stages, embedding=self.fc(x.mean(dim=(2, 3))))
+        embedding = self.identity(tuned_input) if self.tuned_from is not None else self.fc(x.mean(dim=(2, 3)))
+        return BackboneOutput(stages=stages, embedding=embedding)
+
+    def identity(self, tuned_input: torch.Tensor) -> torch.Tensor:
+        """dlib's descriptor from the input of the first tuned level, through the untouched copy."""
+        x = tuned_input
+        for level in self.identity_levels:
+            x = level(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+    def forward_from(self, x: torch.Tensor, first: int) -> list[torch.Tensor]:
+        """The tapped stages at positions >= `first`, from the input of level `first` (training from a cache of
+        the frozen levels' output)."""
+        stages = []
+        for i in range(first, len(self.levels)):
+            x = self.levels[i](x)
+            if i in self.taps:
+                stages.append(x)
+        return stages
