@@ -9,6 +9,7 @@ Every face of a batch of images goes through the network together, and one backb
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,9 @@ from qface.pipeline import io as image_io
 from qface.pipeline.align import AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
 from qface.pipeline.io import ImageInput, check_pixels, check_regular_file, load_image
-from qface.pipeline.results import Face
+from qface.pipeline.results import SAME_PERSON_THRESHOLD, Face
 from qface.resources import DEFAULT_WEIGHTS, require
 from qface.tasks import TASKS, rounded
-
-# Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
-# of the CelebA training identities (96.7 % there, 96.4 % on the validation identities; weights/MODEL_CARD.md).
-# dlib's descriptors have norm ~1.5, so its own rule (0.6 on raw descriptors) is 0.4 here.
-SAME_PERSON_THRESHOLD = 0.43
 
 
 def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
@@ -122,12 +118,18 @@ class FaceAnalyzer:
         """RGB uint8 arrays → faces per image; faces of all images share network batches. `detectors` (one per
         image, default: the analyzer's own) lets a server honour each request's choice within one batch."""
         detectors = detectors or [self.detector] * len(images)
-        pending = [
-            _Pending(index, detection, detection.aligned or align(image, detection.shape), image.shape[1::-1])
-            for index, (image, detector) in enumerate(zip(images, detectors, strict=True))
-            for detection in detector(image)
-        ]
-        results: list[list[Face]] = [[] for _ in images]
+        return self._analyze_detected([self._detect(image, d) for image, d in zip(images, detectors, strict=True)])
+
+    def _detect(self, image: np.ndarray, detector=None) -> list[tuple[Detection, AlignedFace, tuple[int, int]]]:
+        """(detection, aligned face, the image's width and height) for each face found in `image`."""
+        found = (detector or self.detector)(image)
+        size = image.shape[1::-1]
+        return [(detection, detection.aligned or align(image, detection.shape), size) for detection in found]
+
+    def _analyze_detected(self, found: list[list[tuple[Detection, AlignedFace, tuple[int, int]]]]) -> list[list[Face]]:
+        """The network part: detected and aligned faces, per image → their Face results, per image."""
+        pending = [_Pending(index, *face) for index, faces in enumerate(found) for face in faces]
+        results: list[list[Face]] = [[] for _ in found]
         for start in range(0, len(pending), self.batch_size):
             part = pending[start : start + self.batch_size]
             for item, face in zip(part, self._run([p.aligned.chip for p in part], part)):
@@ -159,25 +161,45 @@ class FaceAnalyzer:
         except Exception as error:  # the caller reports it as this file's error
             return error
 
-    def analyze_video(self, path: str | Path, stride: int = 1) -> Iterator[VideoFrame]:
-        """Every `stride`-th frame with its faces, streamed: at most `batch_size` frames and MAX_VIDEO_BATCH_PIXELS
-        pixels are held at once, so memory stays bounded however long the video and however large its frames."""
-        check_positive("stride", stride)
-        batch: list[tuple[int, np.ndarray]] = []
-        pixels = 0
-        fps, frames = read_video(path)
-        for index, frame in frames:
-            if index % stride == 0:
-                batch.append((index, frame))
-                pixels += frame.shape[0] * frame.shape[1]
-            if len(batch) == self.batch_size or pixels >= image_io.MAX_VIDEO_BATCH_PIXELS:
-                yield from self._video_batch(batch, fps)
-                batch, pixels = [], 0
-        yield from self._video_batch(batch, fps)
+    def analyze_video(
+        self, path: str | Path, stride: int = 1, track: bool = True, smooth: float = 0.0
+    ) -> Iterator[VideoFrame]:
+        """Every `stride`-th frame with its faces, streamed. A worker thread decodes and detects while the network
+        runs on the previous batch; a batch is at most `batch_size` frames and at most MAX_VIDEO_BATCH_PIXELS pixels
+        (at least one frame), and at most 2 batches + 2 frames are held at once, so memory stays bounded however
+        long the video and however large its frames. `track`: each face gets a `track` id (qface.pipeline.video);
+        `smooth` > 0: probabilities, age and pose are smoothed per track with that time constant in seconds, the
+        frame's own values kept in `face.raw`."""
+        from qface.pipeline.video import FaceTracker, Smoother, prefetched
 
-    def _video_batch(self, batch: list[tuple[int, np.ndarray]], fps: float) -> Iterator[VideoFrame]:
-        for (index, frame), faces in zip(batch, self.analyze_arrays([frame for _, frame in batch])):
-            yield VideoFrame(index, index / fps, fps, frame, faces)
+        check_positive("stride", stride)
+
+        if smooth > 0 and not track:
+            raise ValueError("smoothing is per track: it needs track=True")
+        fps, frames = read_video(path)
+        chosen = ((index, frame) for index, frame in frames if index % stride == 0)
+        first = next(chosen)  # frame 0 (a video without frames raises here); its size sets the batch
+        per_batch = max(1, min(self.batch_size, image_io.MAX_VIDEO_BATCH_PIXELS // first[1][..., 0].size))
+        chosen = itertools.chain([first], chosen)
+        detected = prefetched(((index, frame, self._detect(frame)) for index, frame in chosen), per_batch)
+        tracker = FaceTracker() if track else None
+        smoother = Smoother(smooth) if smooth > 0 else None
+        batch = []
+        for item in detected:
+            batch.append(item)
+            if len(batch) == per_batch:
+                yield from self._video_batch(batch, fps, tracker, smoother)
+                batch = []
+        yield from self._video_batch(batch, fps, tracker, smoother)
+
+    def _video_batch(self, batch: list, fps: float, tracker, smoother) -> Iterator[VideoFrame]:
+        for (index, image, _), faces in zip(batch, self._analyze_detected([found for _, _, found in batch])):
+            frame = VideoFrame(index, index / fps, fps, image, faces)
+            if tracker:
+                tracker.update(faces, frame.seconds)
+            if smoother:
+                smoother.update(faces, frame.seconds)
+            yield frame
 
     @staticmethod
     def compare(a: Face, b: Face, threshold: float = SAME_PERSON_THRESHOLD) -> dict[str, float | bool]:

@@ -29,17 +29,23 @@ def _raise_terminated(signum, frame) -> None:
 
 def analyze(args: argparse.Namespace) -> int:
     if args.engine == "ray":
+        if args.tracks or args.smooth:
+            print(
+                "error: --tracks and --smooth need --engine local (it sees a video's frames in order)", file=sys.stderr
+            )
+            return 2
         from qface.scale import analyze_command
 
         return analyze_command(args)
     from tqdm import tqdm
 
     from qface.pipeline.files import check_output_file, check_output_folder, find_inputs, printable, skipped_line
-    from qface.pipeline.output import OutputError, ResultWriter
+    from qface.pipeline.output import OutputError, ResultWriter, TrackSummaryWriter
 
     try:  # what can be checked is checked before the model loads
-        if args.out:
-            check_output_file(args.out)
+        for option, path in (("--out", args.out), ("--tracks", args.tracks)):
+            if path:
+                check_output_file(path, option)
         for option, folder in (("--annotate", args.annotate), ("--attention", args.attention)):
             if folder:
                 check_output_folder(folder, option)
@@ -67,9 +73,10 @@ def analyze(args: argparse.Namespace) -> int:
         print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
     args.picture_names, args.pictures_failed, done, failed = {}, 0, 0, 0
     try:
-        writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model)
+        writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model, raw=args.smooth > 0)
+        tracks = TrackSummaryWriter(args.tracks) if args.tracks else None
     except OSError as error:
-        print(f"error: --out {printable(str(args.out))}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: {printable(str(error.filename))}: {error.strerror or error}", file=sys.stderr)
         return 2
     on_main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -85,7 +92,7 @@ def analyze(args: argparse.Namespace) -> int:
                 done += len(group)
                 bar.update(len(group))
             for video in inputs.videos:
-                failed += _analyze_video(analyzer, video, writer, args)
+                failed += _analyze_video(analyzer, video, writer, args, tracks)
                 done += 1
                 bar.update(1)
     except OutputError as error:
@@ -99,6 +106,8 @@ def analyze(args: argparse.Namespace) -> int:
         return code
     finally:
         writer.close()
+        if tracks:
+            tracks.close()
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
     where = f" (error rows in {printable(str(args.out))})" if args.out else ""
@@ -167,19 +176,28 @@ def _write_attention(folder: Path, name: str, faces) -> None:
             attention_panel(face).save(folder / f"{name}_face{index}.png")
 
 
-def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> int:
-    """Frames are streamed; with --annotate the annotated frames are written as an mp4 beside the pictures, with
-    --attention each analysed frame's maps as `<video>_frame<N>_face<K>.png`."""
+def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace, tracks) -> int:
+    """Frames are streamed, with a progress bar per frame; with --annotate the annotated frames are written as an
+    mp4 beside the pictures, and one face picture per track; with --tracks one summary row per track (also for
+    the frames read before a video breaks); with --attention each analysed frame's maps as
+    `<video>_frame<N>_face<K>.png`."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from qface.pipeline.video import TrackSummaries, frame_count
     from qface.resources import require
     from qface.viz.draw import annotate
 
     cv2 = require("cv2", "video", "writing annotated videos")
 
-    out = None
-    name = _picture_name(path, args.picture_names) if args.annotate or args.attention else ""
+    out, name, summaries = None, _picture_name(path, args.picture_names), TrackSummaries()
+    bar = tqdm(total=frame_count(path) or None, unit="frame", desc=path.name, leave=False, disable=not args.out)
+    failed = 0
     try:
-        for frame in analyzer.analyze_video(path, args.stride):
+        for frame in analyzer.analyze_video(path, args.stride, smooth=args.smooth):
             writer.faces(str(path), frame.faces, frame.index, frame.seconds)
+            summaries.add(frame.faces, frame.index, frame.seconds)
+            bar.update(frame.index + 1 - bar.n)
             if args.attention:
                 _write_attention(args.attention, f"{name}_frame{frame.index}", frame.faces)
             if args.annotate:
@@ -188,12 +206,21 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace) -> in
                     size, fourcc = (picture.shape[1], picture.shape[0]), cv2.VideoWriter_fourcc(*"mp4v")
                     out = cv2.VideoWriter(str(args.annotate / f"{name}.mp4"), fourcc, frame.fps / args.stride, size)
                 out.write(picture)
-        return 0
     except Exception as error:  # a broken or unreadable video is one error row, not the end of the run
-        return _report(writer, path, error)
+        failed = _report(writer, path, error)
     finally:
+        bar.close()
         if out is not None:
             out.release()
+    for summary in summaries:
+        row = {"file": str(path), **summary.row()}
+        if args.annotate and summary.best is not None and summary.best.chip is not None:
+            crop = args.annotate / f"{name}_track{summary.track}.jpg"
+            Image.fromarray(summary.best.chip).save(crop, quality=92)
+            row["crop"] = str(crop)
+        if tracks:
+            tracks.writerow(row)
+    return failed
 
 
 def info(args: argparse.Namespace) -> int:
@@ -303,6 +330,13 @@ def serve(args: argparse.Namespace) -> int:
     return run(from_args(args))
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qface", description="Multi-task face analysis (Task-adaptive Q-Face).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
     run.add_argument("--batch-size", type=positive_int, default=16, help="images (or frames) per network batch")
     run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
+    run.add_argument("--tracks", type=Path, help="videos: one summary row per tracked person (.csv or .jsonl)")
+    run.add_argument(
+        "--smooth",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="videos: smooth probabilities, age and pose per track with this time constant (e.g. 0.5); the "
+        "frame's own values go to raw.* (default 0: no smoothing)",
+    )
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
     run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
     run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")

@@ -164,13 +164,13 @@ def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tiny_anal
 def test_video_batches_are_bounded_by_pixels_not_only_frames(tiny_analyzer, tmp_path, monkeypatch):
     clip = video(tmp_path / "clip.avi", frames=5, size=(48, 32))
     monkeypatch.setattr(image_io, "MAX_VIDEO_BATCH_PIXELS", 2 * 48 * 32)
-    sizes, analyze_arrays = [], FaceAnalyzer.analyze_arrays
+    sizes, analyze_detected = [], FaceAnalyzer._analyze_detected
 
-    def spy(self, images):
-        sizes.append(len(images))
-        return analyze_arrays(self, images)
+    def spy(self, found):
+        sizes.append(len(found))
+        return analyze_detected(self, found)
 
-    monkeypatch.setattr(FaceAnalyzer, "analyze_arrays", spy)
+    monkeypatch.setattr(FaceAnalyzer, "_analyze_detected", spy)
     assert [frame.index for frame in tiny_analyzer.analyze_video(clip)] == [0, 1, 2, 3, 4]
     assert tiny_analyzer.batch_size == 32 and max(sizes) == 2
 

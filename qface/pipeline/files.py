@@ -100,23 +100,23 @@ def skipped_line(skipped: Counter[str]) -> str:
     return f"skipped {sum(skipped.values())} (" + ", ".join(f"{n} {reason}" for reason, n in skipped.items()) + ")"
 
 
-def output_format(path: Path) -> str:
+def output_format(path: Path, option: str = "--out") -> str:
     """'csv' or 'jsonl' from the suffix (any case); anything else is refused rather than guessed."""
     try:
         return OUTPUT_SUFFIXES[path.suffix.lower()]
     except KeyError:
         why = " (JSON lines in a .json file would break json.load)" if path.suffix.lower() == ".json" else ""
-        raise ValueError(f"--out {path}: use a name ending in .jsonl (JSON lines) or .csv{why}") from None
+        raise ValueError(f"{option} {path}: use a name ending in .jsonl (JSON lines) or .csv{why}") from None
 
 
-def check_output_file(path: Path) -> None:
+def check_output_file(path: Path, option: str = "--out") -> None:
     """Before the model loads: a known format, not a folder, its folder created if missing and writable."""
-    output_format(path)
+    output_format(path, option)
     if path.is_dir():
-        raise IsADirectoryError(f"--out {path}: is a folder; give a file name such as {path / 'results.csv'}")
-    _writable_folder(path.parent, "--out")
+        raise IsADirectoryError(f"{option} {path}: is a folder; give a file name such as {path / 'results.csv'}")
+    _writable_folder(path.parent, option)
     if path.exists() and not os.access(path, os.W_OK):
-        raise PermissionError(f"--out {path}: the file is not writable")
+        raise PermissionError(f"{option} {path}: the file is not writable")
 
 
 def check_output_folder(folder: Path, option: str) -> None:

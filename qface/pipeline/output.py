@@ -17,16 +17,23 @@ from typing import Any, TextIO
 
 from qface.pipeline.files import output_format, printable
 from qface.pipeline.results import Face
+from qface.pipeline.video import SMOOTHED_TASKS, TRACK_COLUMNS
 from qface.tasks import TASKS, resolve
 
-BASE_COLUMNS = ["file", "frame", "time", "face", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score", "model"]
-BASE_TYPES = {"file": str, "frame": int, "face": int, "error": str, "model": str}  # the others are floats
+BASE_COLUMNS = ["file", "frame", "time", "face", "track", "error", "box.x1", "box.y1", "box.x2", "box.y2", "score",
+                "model"]  # fmt: skip
+BASE_TYPES = {"file": str, "frame": int, "face": int, "track": int, "error": str, "model": str}  # others: floats
 
 
-def csv_columns(tasks: list[str], embedding_dim: int = 128) -> list[str]:
-    """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header)."""
+def csv_columns(tasks: list[str], embedding_dim: int = 128, raw: bool = False) -> list[str]:
+    """Every column a face of these tasks can fill, in a fixed order (so a streamed CSV has one header); `raw`:
+    also the frame's own values of smoothed video results (`raw.age`, `raw.expression.happy`, …)."""
     columns = BASE_COLUMNS + [f"points.{i}.{axis}" for i in range(5) for axis in "xy"]
-    return columns + [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+    columns += [column for task in resolve(tasks) for column in task.columns(embedding_dim)]
+    if raw:
+        smoothed = [task for task in resolve(tasks) if task.name in SMOOTHED_TASKS]
+        columns += [f"raw.{column}" for task in smoothed for column in task.columns(embedding_dim)]
+    return columns
 
 
 def column_types(tasks: list[str], embedding_dim: int = 128) -> dict[str, type]:
@@ -70,11 +77,17 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
         return f"{where}: ERROR {row['error']}"
     if face is None:
         return f"{where}: no face"
-    parts = [f"face {row['face']} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
+    track = f" track {face.track}" if face.track is not None else ""
+    parts = [f"face {row['face']}{track} at {[round(v) for v in face.box]} (score {face.score:.2f})"]
     for task in TASKS.values():
         if task.describe and face.answers(task):
             parts.append(task.describe(face))
     return f"{where}: " + " | ".join(parts)
+
+
+def printable_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every text cell valid UTF-8 (`printable`), for CSV files."""
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 class OutputError(OSError):
@@ -85,14 +98,14 @@ class ResultWriter:
     """JSON lines (default), CSV (`path` ending in .csv) and, with `summary`, readable lines on stdout: with a
     path both are written, without one the summary replaces the JSON lines on stdout."""
 
-    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None):
+    def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None, raw: bool = False):
         self.path, self.rows, self.rows_kept, self.bytes_kept = path, 0, 0, 0
         self.summary = summary
         self.model_id = model.model_id if model is not None else None  # on every row, faces or not
         self.stream: TextIO = open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
         self.csv = None
         if path and output_format(path) == "csv":
-            columns = csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128)
+            columns = csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128, raw)
             self.csv = csv.DictWriter(self.stream, columns)  # a field without a column raises, never a silent drop
             self._write(self.csv.writeheader)
 
@@ -100,8 +113,7 @@ class ResultWriter:
         if self.summary:
             self._write(sys.stdout.write, printable(summary_line(row, face)) + "\n")
         if self.csv:
-            cells = {k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
-            self._write(self.csv.writerow, flat_row(cells, face))
+            self._write(self.csv.writerow, flat_row(printable_cells(row), face))
         elif self.path or not self.summary:
             self._write(self.stream.write, json.dumps(json_row(row, face)) + "\n")
         self.rows += 1
@@ -145,3 +157,29 @@ class ResultWriter:
     def close(self) -> None:
         if self.stream is not sys.stdout and not self.stream.closed:
             self.stream.close()
+
+
+class TrackSummaryWriter:
+    """Per-track summaries of `qface analyze --tracks`: CSV (TRACK_COLUMNS) for a .csv path, else JSON lines."""
+
+    def __init__(self, path: Path):
+        self.stream = open(path, "w", newline="", encoding="utf-8")
+        self.csv = csv.DictWriter(self.stream, TRACK_COLUMNS) if output_format(path) == "csv" else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def writerow(self, row: dict[str, Any]) -> None:
+        try:
+            if self.csv:
+                self.csv.writerow(printable_cells(row))
+            else:
+                self.stream.write(json.dumps(row) + "\n")
+            self.stream.flush()
+        except OSError as error:
+            raise OutputError(f"cannot write the track summaries to {self.stream.name}: {error}") from None
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:  # the failed write was reported already
+            pass

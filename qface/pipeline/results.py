@@ -9,6 +9,11 @@ import numpy as np
 
 from qface.tasks import Task, flat_field, result_field
 
+# Same person when the distance between L2-normalised identity embeddings is below this: chosen on balanced pairs
+# of the CelebA training identities (96.7 % there, 96.4 % on the validation identities; weights/MODEL_CARD.md).
+# dlib's descriptors have norm ~1.5, so its own rule (0.6 on raw descriptors) is 0.4 here.
+SAME_PERSON_THRESHOLD = 0.43
+
 
 @dataclass
 class Face:
@@ -22,6 +27,9 @@ class Face:
     points: list[list[float]]  # 5 × [x, y]: left eye, right eye, nose tip, left / right mouth corner (image left)
     model: str  # name@version of the model that produced the outputs
     outputs: dict[str, Any] = field(default_factory=dict)  # result field → value, from each task's `read`
+    track: int | None = None  # video only: the same number for the same person across frames (pipeline/video.py)
+    # Video with smoothing only: the frame's own values of the smoothed result fields (`outputs` holds the smoothed).
+    raw: dict[str, Any] | None = None
     # Kept for pictures, never serialised: the aligned chip, its chip → image affine, decoder attention maps.
     chip: np.ndarray | None = field(default=None, repr=False)
     chip_to_image: np.ndarray | None = field(default=None, repr=False)
@@ -45,13 +53,18 @@ class Face:
 
     def to_dict(self) -> dict[str, Any]:
         where = {"box": self.box, "score": self.score, "points": self.points, "model": self.model}
-        return where | {name: value for name, value in self.outputs.items() if value is not None}
+        where |= {"track": self.track} if self.track is not None else {}
+        outputs = {name: value for name, value in self.outputs.items() if value is not None}
+        return where | outputs | ({"raw": self.raw} if self.raw else {})
 
     def flat(self) -> dict[str, Any]:
         """One level of keys, for CSV and DataFrames: `expression.happy`, `pose.yaw`, `box.x1`, `landmarks.17.x`."""
         row = dict(zip(("box.x1", "box.y1", "box.x2", "box.y2"), self.box))
         row |= {"score": self.score, "model": self.model} | flat_field("points", self.points)
+        row |= {"track": self.track} if self.track is not None else {}
         for name, value in self.outputs.items():
             if value is not None:
                 row |= flat_field(name, value)
+        for name, value in (self.raw or {}).items():
+            row |= flat_field(f"raw.{name}", value)
         return row

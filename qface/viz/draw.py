@@ -29,7 +29,8 @@ def annotate(image: np.ndarray, faces: list[Face]) -> Image.Image:
             draw.ellipse([x - width, y - width, x + width, y + width], fill=(0, 255, 255))
         for start, end, colour in (line for mark in marks for line in mark.lines):
             draw.line([*start, *end], fill=colour, width=width + 1)
-        caption = "  ·  ".join(mark.text for mark in marks if mark.text)
+        texts = [mark.text for mark in marks if mark.text]
+        caption = "  ·  ".join(([f"#{face.track}"] if face.track is not None else []) + texts)
         if caption:
             box = draw.textbbox((x1, y1), caption, font=font)
             top = y1 - (box[3] - box[1]) - 4
