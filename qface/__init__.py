@@ -6,7 +6,7 @@
     from qface import FaceAnalyzer, Face, load_model
     analyzer = FaceAnalyzer()                        # keep one to analyze many images
     faces = analyzer.analyze("photo.jpg")            # list[Face]
-    batches = analyzer.analyze_batch(["a.jpg", "b.jpg"])  # list[list[Face]]
+    batches = analyzer.analyze_batch(["a.jpg", "b.jpg"])  # per image: list[Face], or the error it raised
 
 The names load on first use, so `import qface` stays light (no torch until a model is needed).
 """

@@ -2,13 +2,14 @@
 
     analyzer = FaceAnalyzer()                      # the bundled default model, detector "auto"
     faces = analyzer.analyze("photo.jpg")          # a path, bytes, PIL image or RGB array (bgr=True for OpenCV)
-    batch = analyzer.analyze_batch([a, b, c])      # one face list per image; one network pass for all their faces
+    batch = analyzer.analyze_batch([a, b, c])      # per input: its face list, or the error it raised
 
 Every face of a batch of images goes through the network together, and one backbone pass serves every task.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ import torch
 
 from qface.data.transforms import hflip_landmarks_normalised, hflip_pose
 from qface.model.qface import QFace, QFaceConfig
+from qface.pipeline import io as image_io
 from qface.pipeline.align import AlignedFace, align
 from qface.pipeline.detect import DEFAULT_DETECTOR, Detection, get_detector
-from qface.pipeline.io import ImageInput, load_image
+from qface.pipeline.io import ImageInput, check_pixels, check_regular_file, load_image
 from qface.pipeline.results import SAME_PERSON_THRESHOLD, Face
 from qface.resources import DEFAULT_WEIGHTS, require
 from qface.tasks import TASKS, rounded
@@ -29,6 +31,7 @@ from qface.tasks import TASKS, rounded
 def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     """The given weights folder, else the bundled default; with neither, an untrained model on the
     pretrained dlib backbone (its outputs are then labelled `@untrained`)."""
+    check_device(device)
     folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if (folder / "config.json").exists():
         return QFace.load(folder, device)
@@ -36,6 +39,16 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
         raise FileNotFoundError(f"no config.json in {folder}")
     torch.manual_seed(0)
     return QFace(QFaceConfig()).to(device).eval()
+
+
+def check_device(device: str | torch.device) -> None:
+    """A clear ValueError for a CUDA device this torch build or machine cannot give (torch's own error comes
+    late and cryptic, from pin_memory or a lazy CUDA init)."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(device)!r}: CUDA is not available here (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda or 'none'}); use device='cpu'"
+        )
 
 
 def chips_to_tensor(chips: list[np.ndarray]) -> torch.Tensor:
@@ -59,6 +72,7 @@ class _Pending:
     image: int
     detection: Detection
     aligned: AlignedFace
+    size: tuple[int, int]  # the image's (width, height): Face.box is clipped to it
 
 
 class FaceAnalyzer:
@@ -81,6 +95,7 @@ class FaceAnalyzer:
         (+13 % end to end on photos, detection dominates) for 2.6× steadier ages and expressions between a face and
         its mirror image (weights/MODEL_CARD.md). The identity embedding stays the plain face's (its threshold was
         calibrated on plain faces)."""
+        check_positive("batch_size", batch_size)
         self.model = load_model(weights, device)
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
@@ -92,9 +107,12 @@ class FaceAnalyzer:
             raise TypeError("analyze() takes one image; analyze_batch() takes a list of them")
         return self.analyze_arrays([load_image(image, bgr=bgr)])[0]
 
-    def analyze_batch(self, images: Iterable[ImageInput], bgr: bool = False) -> list[list[Face]]:
-        """Several images → one face list per image, in order; their faces share network batches."""
-        return self.analyze_arrays([load_image(image, bgr=bgr) for image in images])
+    def analyze_batch(self, images: Iterable[ImageInput], bgr: bool = False) -> list[list[Face] | Exception]:
+        """Several images → one entry per image, in order: its face list (no face: an empty list), or, for an image
+        that could not be read or analysed, the exception itself in its place, so that one bad file never loses the
+        good ones (`[f for f in results if not isinstance(f, Exception)]`). Their faces share network batches.
+        Only a wrong argument type (TypeError) raises for the whole batch."""
+        return [faces for _, faces in self.analyze_files(list(images), bgr)]
 
     def analyze_arrays(self, images: list[np.ndarray], detectors: list | None = None) -> list[list[Face]]:
         """RGB uint8 arrays → faces per image; faces of all images share network batches. `detectors` (one per
@@ -102,11 +120,13 @@ class FaceAnalyzer:
         detectors = detectors or [self.detector] * len(images)
         return self._analyze_detected([self._detect(image, d) for image, d in zip(images, detectors, strict=True)])
 
-    def _detect(self, image: np.ndarray, detector=None) -> list[tuple[Detection, AlignedFace]]:
+    def _detect(self, image: np.ndarray, detector=None) -> list[tuple[Detection, AlignedFace, tuple[int, int]]]:
+        """(detection, aligned face, the image's width and height) for each face found in `image`."""
         found = (detector or self.detector)(image)
-        return [(detection, detection.aligned or align(image, detection.shape)) for detection in found]
+        size = image.shape[1::-1]
+        return [(detection, detection.aligned or align(image, detection.shape), size) for detection in found]
 
-    def _analyze_detected(self, found: list[list[tuple[Detection, AlignedFace]]]) -> list[list[Face]]:
+    def _analyze_detected(self, found: list[list[tuple[Detection, AlignedFace, tuple[int, int]]]]) -> list[list[Face]]:
         """The network part: detected and aligned faces, per image → their Face results, per image."""
         pending = [_Pending(index, *face) for index, faces in enumerate(found) for face in faces]
         results: list[list[Face]] = [[] for _ in found]
@@ -116,14 +136,16 @@ class FaceAnalyzer:
                 results[item.image].append(face)
         return results
 
-    def analyze_files(self, paths: list[str | Path]) -> list[tuple[np.ndarray | None, list[Face] | Exception]]:
-        """Image files → (decoded image, its faces) each, their faces sharing network batches. Whatever goes wrong
-        with one file (undecodable, too many pixels, or a detector/alignment error) comes back as its exception in
-        place of the faces, and the other files go on."""
+    def analyze_files(
+        self, paths: list[ImageInput], bgr: bool = False
+    ) -> list[tuple[np.ndarray | None, list[Face] | Exception]]:
+        """Image files (or any ImageInput) → (decoded image, its faces) each, their faces sharing network batches.
+        Whatever goes wrong with one file (undecodable, too many pixels, or a detector/alignment error) comes back
+        as its exception in place of the faces, and the other files go on."""
         decoded: list[np.ndarray | Exception] = []
         for path in paths:
             try:
-                decoded.append(load_image(path))
+                decoded.append(load_image(path, bgr=bgr))
             except (OSError, ValueError) as error:
                 decoded.append(error)
         images = [image for image in decoded if not isinstance(image, Exception)]
@@ -143,23 +165,29 @@ class FaceAnalyzer:
         self, path: str | Path, stride: int = 1, track: bool = True, smooth: float = 0.0
     ) -> Iterator[VideoFrame]:
         """Every `stride`-th frame with its faces, streamed. A worker thread decodes and detects while the network
-        runs on the previous `batch_size` frames; at most 2 × `batch_size` + 2 frames are held at once, so
-        memory stays bounded however long the video. `track`: each face gets a `track` id (qface.pipeline.video);
+        runs on the previous batch; a batch is at most `batch_size` frames and at most MAX_VIDEO_BATCH_PIXELS pixels
+        (at least one frame), and at most 2 batches + 2 frames are held at once, so memory stays bounded however
+        long the video and however large its frames. `track`: each face gets a `track` id (qface.pipeline.video);
         `smooth` > 0: probabilities, age and pose are smoothed per track with that time constant in seconds, the
         frame's own values kept in `face.raw`."""
         from qface.pipeline.video import FaceTracker, Smoother, prefetched
+
+        check_positive("stride", stride)
 
         if smooth > 0 and not track:
             raise ValueError("smoothing is per track: it needs track=True")
         fps, frames = read_video(path)
         chosen = ((index, frame) for index, frame in frames if index % stride == 0)
-        detected = prefetched(((index, frame, self._detect(frame)) for index, frame in chosen), self.batch_size)
+        first = next(chosen)  # frame 0 (a video without frames raises here); its size sets the batch
+        per_batch = max(1, min(self.batch_size, image_io.MAX_VIDEO_BATCH_PIXELS // first[1][..., 0].size))
+        chosen = itertools.chain([first], chosen)
+        detected = prefetched(((index, frame, self._detect(frame)) for index, frame in chosen), per_batch)
         tracker = FaceTracker() if track else None
         smoother = Smoother(smooth) if smooth > 0 else None
         batch = []
         for item in detected:
             batch.append(item)
-            if len(batch) == self.batch_size:
+            if len(batch) == per_batch:
                 yield from self._video_batch(batch, fps, tracker, smoother)
                 batch = []
         yield from self._video_batch(batch, fps, tracker, smoother)
@@ -210,7 +238,7 @@ class FaceAnalyzer:
     def _face(self, item: _Pending, out: dict[str, dict[str, torch.Tensor]]) -> Face:
         detection, aligned = item.detection, item.aligned
         face = Face(
-            box=rounded(detection.box, 2),
+            box=rounded(np.clip(detection.box, 0, np.tile(item.size, 2)), 2),  # a face cut by the border
             score=round(float(detection.score), 4),
             points=rounded(detection.points, 2),
             model=self.model.model_id,
@@ -241,12 +269,26 @@ def average_with_mirror(
     return averaged
 
 
+def check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
-    """(frames per second, a generator of (index, RGB frame)); OpenCV decodes."""
+    """(frames per second, a generator of (index, RGB frame)); OpenCV decodes. Frames over io.MAX_PIXELS are
+    refused from the container's frame size before any is decoded (and each decoded frame is checked again, in
+    case the container understates it); a video that opens but yields no frame raises ValueError."""
     cv2 = require("cv2", "video", "reading videos")
+    check_regular_file(path)  # a FIFO would block the decoder forever
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open as a video")
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    try:
+        check_pixels(size, image_io.MAX_PIXELS, f"{path}: video frame")
+    except ValueError:
+        capture.release()
+        raise
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -255,21 +297,28 @@ def read_video(path: str | Path) -> tuple[float, Iterator[tuple[int, np.ndarray]
             while True:
                 ok, frame = capture.read()
                 if not ok:
-                    return
+                    break
+                check_pixels(frame.shape[1::-1], image_io.MAX_PIXELS, f"{path}: video frame {index}")
                 yield index, np.ascontiguousarray(frame[..., ::-1])
                 index += 1
         finally:
             capture.release()
+        if index == 0:
+            raise ValueError(f"{path}: opens as a video but no frame could be decoded")
 
     return fps, frames()
 
 
-def to_dataframe(results: list[list[Face]], sources: list[str] | None = None):
-    """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`); needs pandas."""
+def to_dataframe(results: list[list[Face] | Exception], sources: list[str] | None = None):
+    """One row per face (flattened columns, e.g. `expression.happy`, `pose.yaw`), and one row with an `error`
+    column for each input that failed; needs pandas."""
     pd = require("pandas", "dataframe", "to_dataframe")
     rows = []
     for index, faces in enumerate(results):
+        source = sources[index] if sources else index
+        if isinstance(faces, Exception):
+            rows.append({"source": source, "error": f"{type(faces).__name__}: {faces}"})
+            continue
         for number, face in enumerate(faces):
-            source = sources[index] if sources else index
             rows.append({"source": source, "face": number, **face.flat()})
     return pd.DataFrame(rows)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,17 @@ import numpy as np
 from qface.resources import SAMPLE_IMAGE
 from qface.serve.settings import add_arguments as add_serve_arguments
 from qface.tasks import TASKS
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_default.yaml"  # found from any folder
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a run stops as on Ctrl-C: rows written, one line, exit 143.
+    A BaseException, like KeyboardInterrupt, so that no per-file `except Exception` swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -26,9 +39,22 @@ def analyze(args: argparse.Namespace) -> int:
         return analyze_command(args)
     from tqdm import tqdm
 
+    from qface.pipeline.files import check_output_file, check_output_folder, find_inputs, printable, skipped_line
+    from qface.pipeline.output import OutputError, ResultWriter, TrackSummaryWriter
+
+    try:  # what can be checked is checked before the model loads
+        for option, path in (("--out", args.out), ("--tracks", args.tracks)):
+            if path:
+                check_output_file(path, option)
+        for option, folder in (("--annotate", args.annotate), ("--attention", args.attention)):
+            if folder:
+                check_output_folder(folder, option)
+    except (OSError, ValueError) as error:
+        print(f"error: {printable(str(error))}", file=sys.stderr)
+        return 2
+    inputs = find_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
+
     from qface.analyzer import FaceAnalyzer
-    from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
-    from qface.pipeline.output import ResultWriter, TrackSummaryWriter
 
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
@@ -42,37 +68,70 @@ def analyze(args: argparse.Namespace) -> int:
     )
     if analyzer.model.config.version == "untrained":
         print("note: no trained weights found — outputs come from an UNTRAINED model", file=sys.stderr)
-    inputs = expand_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
-    for folder in (args.annotate, args.attention):
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
     summary = args.summary or (args.out is None and sys.stdout.isatty())
     if summary:
         print(f"model {analyzer.model.model_id} (weights/MODEL_CARD.md has its validation numbers)")
-    writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model, raw=args.smooth > 0)
-    tracks = TrackSummaryWriter(args.tracks) if args.tracks else None
-    args.picture_names = {}
-    failed = 0
-    images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
-    with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
-        for start in range(0, len(images), args.batch_size):
-            failed += _analyze_images(analyzer, images[start : start + args.batch_size], writer, args)
-            bar.update(len(images[start : start + args.batch_size]))
-        for video in (p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES):
-            failed += _analyze_video(analyzer, video, writer, args, tracks)
-            bar.update(1)
-    writer.close()
-    if tracks:
-        tracks.close()
-    if failed:
-        print(f"{failed} of {len(inputs)} inputs failed (see the error rows)", file=sys.stderr)
-    return 1 if failed else 0
+    args.picture_names, args.pictures_failed, done, failed = {}, 0, 0, 0
+    try:
+        writer = ResultWriter(args.out, analyzer.tasks, summary, analyzer.model, raw=args.smooth > 0)
+        tracks = TrackSummaryWriter(args.tracks) if args.tracks else None
+    except OSError as error:
+        print(f"error: {printable(str(error.filename))}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    on_main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        with tqdm(total=len(inputs), unit="file", disable=not args.out, file=sys.stderr) as bar:
+            for path, error in inputs.errors:
+                failed += _report(writer, path, error)
+                done += 1
+                bar.update(1)
+            for start in range(0, len(inputs.images), args.batch_size):
+                group = inputs.images[start : start + args.batch_size]
+                failed += _analyze_images(analyzer, group, writer, args)
+                done += len(group)
+                bar.update(len(group))
+            for video in inputs.videos:
+                failed += _analyze_video(analyzer, video, writer, args, tracks)
+                done += 1
+                bar.update(1)
+    except OutputError as error:
+        print(
+            f"error: {printable(str(error))}; the {writer.rows_kept} rows written before it are kept", file=sys.stderr
+        )
+        return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        print(f"{how} after {done} of {len(inputs)} inputs; their rows are written", file=sys.stderr)
+        return code
+    finally:
+        writer.close()
+        if tracks:
+            tracks.close()
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    where = f" (error rows in {printable(str(args.out))})" if args.out else ""
+    notes = [f"{len(inputs)} inputs, {failed} failed{where if failed else ''}", skipped_line(inputs.skipped)]
+    if args.pictures_failed:
+        notes.append(f"pictures not written for {args.pictures_failed}")
+    print("; ".join(note for note in notes if note), file=sys.stderr)
+    return 1 if failed or args.pictures_failed else 0
 
 
 def _report(writer, path: Path, error: Exception) -> int:
-    print(f"error: {path}: {error}", file=sys.stderr)
+    from qface.pipeline.files import printable
+
+    message = str(error) if str(path) in str(error) else f"{path}: {error}"  # the path once
+    _say(f"error: {printable(message)}")
     writer.error(str(path), error)
     return 1
+
+
+def _say(line: str) -> None:
+    """A line on stderr that clears the progress bar first and redraws it below (a print would run into it)."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _picture_name(path: Path, used: dict[str, int]) -> str:
@@ -83,6 +142,8 @@ def _picture_name(path: Path, used: dict[str, int]) -> str:
 
 def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
     """One group of images, their faces analysed in one batch; a file that fails is its error row."""
+    from qface.pipeline.files import printable
+
     failed = 0
     for path, (image, faces) in zip(paths, analyzer.analyze_files(paths)):
         if isinstance(faces, Exception):
@@ -92,27 +153,34 @@ def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespac
         try:
             _write_pictures(path, image, faces, args)
         except (OSError, ValueError) as error:
-            print(f"error: {path}: pictures not written: {error}", file=sys.stderr)
-            failed += 1
+            _say(f"error: {printable(str(path))}: pictures not written: {error}")
+            args.pictures_failed += 1
     return failed
 
 
 def _write_pictures(path: Path, image: np.ndarray, faces, args: argparse.Namespace) -> None:
-    from qface.viz.draw import annotate, attention_panel
+    from qface.viz.draw import annotate
 
     name = _picture_name(path, args.picture_names)
     if args.annotate:
         annotate(image, faces).save(args.annotate / f"{name}.jpg", quality=92)
     if args.attention:
-        for index, face in enumerate(faces):
-            if face.attention:  # tasks without label queries (identity alone) have no attention to show
-                attention_panel(face).save(args.attention / f"{name}_face{index}.png")
+        _write_attention(args.attention, name, faces)
+
+
+def _write_attention(folder: Path, name: str, faces) -> None:
+    from qface.viz.draw import attention_panel
+
+    for index, face in enumerate(faces):
+        if face.attention:  # tasks without label queries (identity alone) have no attention to show
+            attention_panel(face).save(folder / f"{name}_face{index}.png")
 
 
 def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace, tracks) -> int:
     """Frames are streamed, with a progress bar per frame; with --annotate the annotated frames are written as an
     mp4 beside the pictures, and one face picture per track; with --tracks one summary row per track (also for
-    the frames read before a video breaks)."""
+    the frames read before a video breaks); with --attention each analysed frame's maps as
+    `<video>_frame<N>_face<K>.png`."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -130,6 +198,8 @@ def _analyze_video(analyzer, path: Path, writer, args: argparse.Namespace, track
             writer.faces(str(path), frame.faces, frame.index, frame.seconds)
             summaries.add(frame.faces, frame.index, frame.seconds)
             bar.update(frame.index + 1 - bar.n)
+            if args.attention:
+                _write_attention(args.attention, f"{name}_frame{frame.index}", frame.faces)
             if args.annotate:
                 picture = np.ascontiguousarray(np.asarray(annotate(frame.image, frame.faces))[..., ::-1])
                 if out is None:
@@ -190,12 +260,15 @@ def evaluate(args: argparse.Namespace) -> int:
     from qface.eval.evaluate import bias_table, confusion, markdown_table, predict_source, score_source, wide_table
     from qface.train.config import TrainConfig
 
+    if not args.config.is_file():
+        print(f"error: --config {args.config}: no such file", file=sys.stderr)
+        return 2
     config = TrainConfig.from_yaml(args.config)
     missing = [spec["folder"] for spec in config.datasets.values() if not Path(spec["folder"], "labels.npz").exists()]
     if missing:
         print(
-            f"error: no chip cache in {', '.join(missing)}: build it with `qface train {args.config}` (which builds "
-            "every cache first) or `python -m qface.data.chips`",
+            f"error: no chip cache in {', '.join(missing)} (relative to {Path.cwd()}): build it with "
+            f"`qface train {args.config}` (which builds every cache first) or `python -m qface.data.chips`",
             file=sys.stderr,
         )
         return 2
@@ -229,6 +302,17 @@ def label(args: argparse.Namespace) -> int:
     for folder in args.folders:
         label_chip_cache(folder)
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a clear error for 0, negatives and non-numbers (a batch of 0 or a stride of 0 means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -274,12 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(
-        "--summary", action="store_true", help="readable lines instead of JSON (the default on a terminal)"
+        "--summary",
+        action="store_true",
+        help="readable lines on stdout (the default on a terminal; with --out, as well as the file)",
     )
     run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
-    run.add_argument("--batch-size", type=int, default=16, help="images (or frames) per network batch")
-    run.add_argument("--stride", type=int, default=1, help="analyze every K-th video frame")
+    run.add_argument("--batch-size", type=positive_int, default=16, help="images (or frames) per network batch")
+    run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
     run.add_argument("--tracks", type=Path, help="videos: one summary row per tracked person (.csv or .jsonl)")
     run.add_argument(
         "--smooth",
@@ -292,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
     run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
     run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")
-    run.add_argument("--actors", type=int, help="with --engine ray: model-holding actors (default: one per CPU)")
-    run.add_argument("--part-size", type=int, default=256, help="with --engine ray: inputs per Parquet part file")
+    run.add_argument(
+        "--actors", type=positive_int, help="with --engine ray: model-holding actors (default: one per CPU)"
+    )
+    run.add_argument(
+        "--part-size", type=positive_int, default=256, help="with --engine ray: inputs per Parquet part file"
+    )
     run.add_argument("--jsonl", action="store_true", help="with --engine ray: also write JSON lines beside Parquet")
     run.set_defaults(handler=analyze)
     show = commands.add_parser("info", help="the model and every label in output order")
@@ -310,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit.set_defaults(handler=train)
     score = commands.add_parser("eval", help="score a model on the validation splits of a config's datasets")
-    score.add_argument("--config", type=Path, default=Path("configs/cpu_default.yaml"))
+    score.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="default: the shipped configs/cpu_default.yaml"
+    )
     score.add_argument("--weights", type=Path)
     score.add_argument("--split", default="val")
     score.add_argument("--no-cache", action="store_true", help="run the backbone instead of reading cached features")

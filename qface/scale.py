@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qface.pipeline.io import VIDEO_SUFFIXES, expand_inputs
+from qface.pipeline.files import find_inputs
+from qface.pipeline.io import VIDEO_SUFFIXES
 from qface.resources import SAMPLE_IMAGE, require
 
 RUN_FILE = "qface-run.json"
@@ -64,7 +65,8 @@ class RunSummary:
 
 
 def list_inputs(inputs: str | os.PathLike | list[str | os.PathLike], recursive: bool = False) -> list[str]:
-    """Path strings in the CLI's order: a folder → its images and videos (sorted); a pattern with * ? or [ → its
+    """Path strings in the CLI's order: a folder → what the CLI's walker finds in it (qface.pipeline.files: images,
+    videos and the entries it refuses, which become error rows; sorted); a pattern with * ? or [ → its
     matches (sorted, ** descends); a .txt or .lst file → its lines (one path each; blank lines and # comments are
     skipped); anything else → itself (a missing file becomes its error row, as in the CLI)."""
     paths: list[str] = []
@@ -76,7 +78,8 @@ def list_inputs(inputs: str | os.PathLike | list[str | os.PathLike], recursive: 
             lines = (line.strip() for line in Path(text).read_text().splitlines())
             paths += [line for line in lines if line and not line.startswith("#")]
         else:
-            paths += [str(path) for path in expand_inputs([Path(text)], recursive)]
+            found = find_inputs([Path(text)], recursive)  # the CLI's walker: an entry it refuses fails as its row
+            paths += [str(path) for path in sorted(found.images + found.videos + [path for path, _ in found.errors])]
     return paths
 
 

@@ -44,6 +44,7 @@ LIGHT_MODULES = [
     "qface.pipeline.align",
     "qface.pipeline.results",
     "qface.pipeline.output",
+    "qface.pipeline.files",
     "qface.train.config",
     "qface.data.registry",
     "qface.serve.settings",

@@ -55,7 +55,7 @@ def chips(count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, 150, 150, 3), dtype=np.uint8)
 
 
-def test_a_task_declared_once_reaches_json_csv_summary_and_pictures(toy_model, tmp_path):
+def test_a_task_declared_once_reaches_json_csv_summary_and_pictures(toy_model, tmp_path, capsys):
     analyzer = FaceAnalyzer(toy_model, detector="none")
     [face] = analyzer.analyze(chips(1)[0])
     assert isinstance(face.brightness, float) and face.to_dict()["brightness"] == face.brightness
@@ -70,11 +70,9 @@ def test_a_task_declared_once_reaches_json_csv_summary_and_pictures(toy_model, t
     assert float(row["brightness"]) == face.brightness and "expression.happy" in row
     assert "brightness" in csv_columns(["brightness"])
 
-    summary = ResultWriter(None, analyzer.tasks, summary=True, model=analyzer.model)
-    summary.stream = (tmp_path / "summary.txt").open("w")
-    summary.faces("chip.png", [face])
-    summary.stream.close()
-    assert f"brightness {face.brightness:.1f}" in (tmp_path / "summary.txt").read_text()
+    capsys.readouterr()
+    ResultWriter(None, analyzer.tasks, summary=True, model=analyzer.model).faces("chip.png", [face])
+    assert f"brightness {face.brightness:.1f}" in capsys.readouterr().out
     assert annotate(chips(1)[0], [face]).size == (150, 150)
 
 

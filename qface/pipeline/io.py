@@ -14,12 +14,19 @@ Rules, one place for each surprise:
   (`max_pixels=`) or for the process (`qface.pipeline.io.MAX_PIXELS = ...`). Pillow's own guard
   (Image.MAX_IMAGE_PIXELS, 89 MP; an error above twice that) is left as it is and its DecompressionBombError is
   reported as ImageTooLargeError too, so a limit above 178 MP also needs Pillow's raised (its warning above 89 MP
-  is silenced while opening: the decision is ours). Arrays are already decoded and are not limited.
+  is silenced while opening: the decision is ours). Arrays are already decoded and are not limited. Video frames
+  have the same limit, checked from the container's frame size before the first frame is decoded
+  (qface.analyzer.read_video).
+- Paths are `stat`ed before they are opened: a FIFO, device or socket is refused (SpecialFileError) without being
+  opened, since reading one can block forever or never end.
 - Formats: the common raster formats only (FORMATS); EPS and the like, which Pillow would hand to Ghostscript or
   other external code, are refused.
 - Truncated, empty, corrupt or non-image data → ImageDecodeError (a ValueError) naming the source (empty or
-  unrecognised data: its subclass NotAnImageError); no Pillow, zlib or struct exception escapes. A missing path
-  is still FileNotFoundError (nothing to decode).
+  unrecognised data: its subclass NotAnImageError); no Pillow, zlib or struct exception escapes. Truncated images
+  are never padded (Pillow's LOAD_TRUNCATED_IMAGES stays off), and a sequential JPEG shorter than its declared
+  size allows is refused before decoding, since libjpeg would only warn and fill the missing part with grey
+  (progressive and arithmetic-coded JPEGs cannot be bounded so). A missing path is still FileNotFoundError
+  (nothing to decode).
 - Alpha (LA, La, PA, P with a transparent colour, RGBA, RGBa, 2- and 4-channel arrays) is composited on WHITE,
   as a viewer on a white page shows it (dropping it would reveal whatever colour hides under transparent pixels,
   often black). An alpha that is fully opaque, or fully transparent everywhere (an unset channel, as in many
@@ -35,21 +42,24 @@ Rules, one place for each surprise:
   conversions. Embedded ICC profiles are not applied (pixels are taken as sRGB).
 
 `detection_view` makes the smaller copy a detector sees; boxes and points found on it map back by its `scale`.
-`expand_inputs` turns folders into their image and video files (by suffix), for the CLI and the Ray engine alike.
+`image_suffixes()` (Pillow's registered suffixes of FORMATS) and VIDEO_SUFFIXES decide which files of a folder
+are inputs (qface.pipeline.files walks the folders, for the CLI and the Ray engine alike).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
-from pathlib import Path
+from functools import cache
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000
+MAX_VIDEO_BATCH_PIXELS = 64_000_000  # video frames held for one batch: ~190 MB of RGB, whatever the frame size
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO", "JPEG2000", "QOI",
            "PCX", "SGI", "PSD")  # fmt: skip
 
@@ -57,24 +67,15 @@ ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Ima
 _CHUNK = 1 << 22  # pixels per block when compositing, so a 50 MP RGBA costs tens of MB, not hundreds
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def expand_inputs(paths: list[Path], recursive: bool) -> list[Path]:
-    """Files as given (a bad one is reported later, not dropped); folders → their images and videos, sorted."""
-    inputs = []
-    for path in paths:
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            inputs += sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file())
-        else:
-            inputs.append(path)
-    return inputs
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 
 class ImageDecodeError(ValueError):
     """The input is not an image this module can decode safely (corrupt, truncated, empty, too large, unknown)."""
+
+
+class SpecialFileError(ImageDecodeError):
+    """The path is a FIFO, device or socket: refused from `stat`, never opened (a reader could block forever)."""
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -91,7 +92,7 @@ def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = No
         return _array_to_rgb(image, bgr)
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     if isinstance(image, Image.Image):
-        _check_pixels(image.size, limit, "PIL image")
+        check_pixels(image.size, limit, "PIL image")
         return _decode_pil(image, "PIL image")
     if isinstance(image, bytes | bytearray | memoryview):
         data = bytes(image)
@@ -100,12 +101,35 @@ def load_image(image: ImageInput, bgr: bool = False, max_pixels: int | None = No
         return _open_and_decode(io.BytesIO(data), f"<{len(data)} bytes>", limit)
     if isinstance(image, str | os.PathLike):
         path = os.fspath(image)
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if check_regular_file(path) == 0:
             raise NotAnImageError(f"{path}: empty file (0 bytes)")
         return _open_and_decode(path, str(path), limit)
     if hasattr(image, "read"):
         return _open_and_decode(image, f"<{type(image).__name__}>", limit)
     raise TypeError(f"unsupported image input {type(image).__name__}: give a path, bytes, a PIL image or an array")
+
+
+def check_regular_file(path: str | os.PathLike) -> int:
+    """The file's size, from `stat` alone; a folder raises IsADirectoryError, a missing path FileNotFoundError,
+    and a FIFO, device or socket SpecialFileError, all without opening it."""
+    mode, size = (info := os.stat(path)).st_mode, info.st_size
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{os.fspath(path)}: is a folder")
+    if not stat.S_ISREG(mode):
+        raise special_file_error(path, mode)
+    return size
+
+
+def special_file_error(path: str | os.PathLike, mode: int) -> SpecialFileError:
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return SpecialFileError(f"{os.fspath(path)}: {kind}, not a regular file; refused without opening it")
+
+
+@cache
+def image_suffixes() -> frozenset[str]:
+    """Every file suffix Pillow registers for a format in FORMATS (.jpg, .tga, .qoi, .jp2, .ico, ...)."""
+    Image.init()
+    return frozenset(suffix for suffix, name in Image.registered_extensions().items() if name in FORMATS)
 
 
 def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray, float]:
@@ -129,7 +153,8 @@ def detection_view(image: np.ndarray, max_side: int = 1280) -> tuple[np.ndarray,
 # Encoded images
 
 
-def _check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
+def check_pixels(size: tuple[int, int], limit: int, name: str) -> None:
+    """ImageDecodeError when width × height exceeds `limit`: called with a header's size, before decoding."""
     width, height = size
     if width * height > limit:
         raise ImageTooLargeError(
@@ -158,8 +183,48 @@ def _open_and_decode(source: str | BinaryIO, name: str, limit: int) -> np.ndarra
     except Exception as error:  # any failure of a plugin while reading the header
         raise ImageDecodeError(f"{name}: cannot read the image header ({type(error).__name__}: {error})") from None
     with opened:
-        _check_pixels(opened.size, limit, name)
+        check_pixels(opened.size, limit, name)
+        if opened.format == "JPEG":
+            _check_jpeg_length(opened, name)
         return _decode_pil(opened, name)
+
+
+def _check_jpeg_length(image: Image.Image, name: str) -> None:
+    """ImageDecodeError when a sequential Huffman JPEG is shorter than its size allows. libjpeg fills missing or
+    corrupt data with grey and only warns, so such a file would otherwise decode "fine" into a large blank image.
+    The bound is exact, not a guess: every 8 × 8 block of the full-resolution component costs at least 2 bits (a
+    DC code and an end-of-block code, each at least 1 bit). Progressive and arithmetic-coded files can legitimately
+    be smaller (one code may end thousands of blocks) and are not checked."""
+    file = image.fp
+    start = file.tell()
+    try:
+        file.seek(0)
+        if _jpeg_frame_marker(file) not in (0xC0, 0xC1):  # baseline or extended sequential, Huffman-coded
+            return
+        length = file.seek(0, io.SEEK_END)
+    finally:
+        file.seek(start)
+    width, height = image.size
+    needed = -(-width // 8) * -(-height // 8) * 2 // 8
+    if length < needed:
+        raise ImageDecodeError(
+            f"{name}: truncated or corrupt JPEG: its header says {width}×{height}, which needs at least "
+            f"{needed} bytes of image data, but the file has {length}"
+        )
+
+
+def _jpeg_frame_marker(file: BinaryIO) -> int | None:
+    """The SOFn marker's second byte (0xC0 baseline, 0xC2 progressive, ...), read from the segment headers."""
+    if file.read(2) != b"\xff\xd8":
+        return None
+    while (head := file.read(4)) and len(head) == 4 and head[0] == 0xFF:
+        marker = head[1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        file.seek(int.from_bytes(head[2:], "big") - 2, io.SEEK_CUR)
+    return None
 
 
 def _formats() -> list[str]:

@@ -1,15 +1,21 @@
-"""Result files for `qface analyze`: JSON lines (nested, as Face.to_dict) or CSV (flat columns), one row per face,
-a row for an input with no face (`face` empty) and a row with `error` for an input that failed."""
+r"""Result files for `qface analyze`: JSON lines (nested, as Face.to_dict) or CSV (flat columns), one row per face,
+a row for an input with no face (`face` empty) and a row with `error` for an input that failed.
+
+Rows are flushed per input, so a killed or failed run keeps every row it wrote. File names that are not UTF-8 are
+kept exactly in JSON lines (`\udcNN` escapes: `os.fsencode(row["file"])` gives the original bytes) and as `\xNN`
+in CSV cells and summary lines (which stay valid UTF-8)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from qface.pipeline.files import output_format, printable
 from qface.pipeline.results import Face
 from qface.pipeline.video import SMOOTHED_TASKS, TRACK_COLUMNS
 from qface.tasks import TASKS, resolve
@@ -79,41 +85,77 @@ def summary_line(row: dict[str, Any], face: Face | None) -> str:
     return f"{where}: " + " | ".join(parts)
 
 
+def printable_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every text cell valid UTF-8 (`printable`), for CSV files."""
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
+class OutputError(OSError):
+    """The results could not be written (disk full, closed pipe, ...): the run must stop, keeping what it wrote."""
+
+
 class ResultWriter:
-    """JSON lines (default), CSV (`path` ending in .csv) or, with `summary`, readable lines on stdout."""
+    """JSON lines (default), CSV (`path` ending in .csv) and, with `summary`, readable lines on stdout: with a
+    path both are written, without one the summary replaces the JSON lines on stdout."""
 
     def __init__(self, path: Path | None, tasks: list[str], summary: bool = False, model=None, raw: bool = False):
-        self.summary = summary and path is None
+        self.path, self.rows, self.rows_kept, self.bytes_kept = path, 0, 0, 0
+        self.summary = summary
         self.model_id = model.model_id if model is not None else None  # on every row, faces or not
-        self.stream: TextIO = open(path, "w", newline="") if path else sys.stdout
-        self.csv = (
-            csv.DictWriter(
-                self.stream,
-                csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128, raw),
-            )  # a field without a column is an error (DictWriter raises), never a silent drop
-            if path and path.suffix == ".csv"
-            else None
-        )
-        if self.csv:
-            self.csv.writeheader()
+        self.stream: TextIO = open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
+        self.csv = None
+        if path and output_format(path) == "csv":
+            columns = csv_columns(tasks, model.backbone.embedding_dim if model is not None else 128, raw)
+            self.csv = csv.DictWriter(self.stream, columns)  # a field without a column raises, never a silent drop
+            self._write(self.csv.writeheader)
 
     def _row(self, row: dict[str, Any], face: Face | None) -> None:
         if self.summary:
-            self.stream.write(summary_line(row, face) + "\n")
-        elif self.csv:
-            self.csv.writerow(flat_row(row, face))
-        else:
-            self.stream.write(json.dumps(json_row(row, face)) + "\n")
+            self._write(sys.stdout.write, printable(summary_line(row, face)) + "\n")
+        if self.csv:
+            self._write(self.csv.writerow, flat_row(printable_cells(row), face))
+        elif self.path or not self.summary:
+            self._write(self.stream.write, json.dumps(json_row(row, face)) + "\n")
+        self.rows += 1
+
+    def _write(self, write, *args) -> None:
+        try:
+            write(*args)
+        except OSError as error:
+            self._keep_whole_inputs()
+            raise OutputError(f"cannot write the results to {self.path or 'stdout'}: {error}") from None
+
+    def flush(self) -> None:
+        """After each input: what is written stays written if the run dies later."""
+        self._write(self.stream.flush)
+        if self.summary and self.stream is not sys.stdout:
+            self._write(sys.stdout.flush)
+        self.rows_kept = self.rows
+        if self.path and os.path.isfile(self.path):
+            self.bytes_kept = os.fstat(self.stream.fileno()).st_size
+
+    def _keep_whole_inputs(self) -> None:
+        """After a failed write: close the file and cut a partly written row, so that what is kept parses."""
+        if self.stream is sys.stdout:
+            return
+        try:
+            self.stream.close()
+        except OSError:  # the buffer could not be written either: nothing more to keep
+            pass
+        if os.path.isfile(self.path):
+            os.truncate(self.path, self.bytes_kept)
 
     def faces(self, source: str, faces: list[Face], frame: int | None = None, time: float | None = None) -> None:
         for row, face in input_rows(source, faces, self.model_id, frame, time):
             self._row(row, face)
+        self.flush()
 
     def error(self, source: str, error: Exception) -> None:
         self._row(error_row(source, error, self.model_id), None)
+        self.flush()
 
     def close(self) -> None:
-        if self.stream is not sys.stdout:
+        if self.stream is not sys.stdout and not self.stream.closed:
             self.stream.close()
 
 
@@ -121,17 +163,23 @@ class TrackSummaryWriter:
     """Per-track summaries of `qface analyze --tracks`: CSV (TRACK_COLUMNS) for a .csv path, else JSON lines."""
 
     def __init__(self, path: Path):
-        self.stream = open(path, "w", newline="")
-        self.csv = csv.DictWriter(self.stream, TRACK_COLUMNS) if path.suffix == ".csv" else None
+        self.stream = open(path, "w", newline="", encoding="utf-8")
+        self.csv = csv.DictWriter(self.stream, TRACK_COLUMNS) if output_format(path) == "csv" else None
         if self.csv:
             self.csv.writeheader()
 
     def writerow(self, row: dict[str, Any]) -> None:
-        if self.csv:
-            self.csv.writerow(row)
-        else:
-            self.stream.write(json.dumps(row) + "\n")
-        self.stream.flush()
+        try:
+            if self.csv:
+                self.csv.writerow(printable_cells(row))
+            else:
+                self.stream.write(json.dumps(row) + "\n")
+            self.stream.flush()
+        except OSError as error:
+            raise OutputError(f"cannot write the track summaries to {self.stream.name}: {error}") from None
 
     def close(self) -> None:
-        self.stream.close()
+        try:
+            self.stream.close()
+        except OSError:  # the failed write was reported already
+            pass

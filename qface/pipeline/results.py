@@ -22,7 +22,7 @@ class Face:
     attributes (`face.age`; None when the task did not run) and live in `outputs`, in registry order.
     `to_dict()` is the JSON form, `flat()` one level of columns for CSV and DataFrames."""
 
-    box: list[float]  # [x1, y1, x2, y2]
+    box: list[float]  # [x1, y1, x2, y2], pixel edges clipped to the image (points and landmarks are not)
     score: float  # detection confidence in [0, 1]
     points: list[list[float]]  # 5 × [x, y]: left eye, right eye, nose tip, left / right mouth corner (image left)
     model: str  # name@version of the model that produced the outputs

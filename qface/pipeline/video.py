@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from queue import Full, Queue
 from typing import Any, TypeVar
 
@@ -329,6 +330,8 @@ def prefetched(items: Iterable[T], size: int) -> Iterator[T]:
 def frame_count(path) -> int:
     """The container's frame count (CAP_PROP_FRAME_COUNT; an estimate for some formats), 0 when unknown."""
     cv2 = require("cv2", "video", "reading videos")
+    if not Path(path).is_file():  # a FIFO would block the decoder forever; read_video reports what it is
+        return 0
     capture = cv2.VideoCapture(str(path))
     try:
         return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if capture.isOpened() else 0
