@@ -79,8 +79,8 @@ def prepare(image: np.ndarray, border: float | None = None) -> Prepared:
     return Prepared(np.ascontiguousarray(image), scale, pixels, (width, height))
 
 
-def margin_to_score(margin: float) -> float:
-    """The HOG-SVM margin squashed to [0, 1] as DlibHogDetector does (0.88 at margin 0)."""
+def margin_to_probability(margin: float) -> float:
+    """dlib's unbounded SVM / MMOD margin → [0, 1] (0.5 at −1, 0.88 at the default threshold 0)."""
     return float(1.0 / (1.0 + np.exp(-2.0 * (margin + 1.0))))
 
 
@@ -95,10 +95,10 @@ def central_face(detector: dlib.fhog_object_detector, prepared: Prepared) -> tup
     def preference(k: int) -> float:
         rect = rects[k]
         box_centre = np.array([rect.left() + rect.right() + 1, rect.top() + rect.bottom() + 1]) / 2.0
-        return margin_to_score(margins[k]) - CENTRE_PENALTY * float(np.linalg.norm(box_centre - centre)) / side
+        return margin_to_probability(margins[k]) - CENTRE_PENALTY * float(np.linalg.norm(box_centre - centre)) / side
 
     best = max(range(len(rects)), key=preference)
-    return rects[best], margin_to_score(margins[best])
+    return rects[best], margin_to_probability(margins[best])
 
 
 @dataclass

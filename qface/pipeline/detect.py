@@ -53,7 +53,7 @@ import dlib
 import numpy as np
 
 from qface.pipeline.align import CHIP_PADDING, CHIP_SIZE, AlignedFace, chip_to_image_transform
-from qface.pipeline.crop import align_crop, prepare
+from qface.pipeline.crop import align_crop, margin_to_probability, prepare
 from qface.pipeline.io import ImageInput, detection_view, load_image
 from qface.resources import dlib_model_path, require
 
@@ -193,11 +193,6 @@ def points_from_dlib68(parts: np.ndarray) -> np.ndarray:
     corners 48, 54."""
     parts = np.asarray(parts, np.float64)
     return np.vstack([parts[36:42].mean(0), parts[42:48].mean(0), parts[30], parts[48], parts[54]]).astype(np.float32)
-
-
-def margin_to_probability(margin: float) -> float:
-    """dlib's unbounded SVM / MMOD margin → [0, 1] (0.5 at −1, 0.88 at the default threshold 0)."""
-    return float(1.0 / (1.0 + np.exp(-2.0 * (margin + 1.0))))
 
 
 # ---------------------------------------------------------------------------------------------------------------
