@@ -96,7 +96,7 @@ class FaceAnalyzer:
         its mirror image (weights/MODEL_CARD.md). The identity embedding stays the plain face's (its threshold was
         calibrated on plain faces)."""
         check_positive("batch_size", batch_size)
-        self.model = load_model(weights, device)
+        self.model = load_model(weights, device).fold_for_inference()
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention, self.mirror = device, batch_size, attention, mirror

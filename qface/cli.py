@@ -272,7 +272,7 @@ def evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    model = load_model(args.weights)
+    model = load_model(args.weights).fold_for_inference()  # scored exactly as `qface analyze` runs it
     config.features = config.features and not args.no_cache
     results, biases, confusions = {}, {}, {}
     for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import safetensors.torch
 import torch
 from conftest import TINY_CONFIG
@@ -185,3 +186,34 @@ def test_a_tuned_backbone_keeps_dlibs_identity_descriptor_in_an_untouched_copy()
     x = torch.rand(2, 3, 150, 150)
     assert torch.equal(tuned(x).embedding, plain(x).embedding)
     assert not torch.equal(tuned(x).stages[-1], plain(x).stages[-1])
+
+
+def test_self_attention_task_by_task_equals_one_masked_attention_over_all_queries(tiny_model):
+    """The decoder runs self-attention per task block (cheaper); it must be the block-diagonal masked attention."""
+    layer = tiny_model.decoder.layers[0]
+    sizes = list(tiny_model.queries_per_task.values())
+    queries = torch.randn(3, sum(sizes), 32, generator=torch.Generator().manual_seed(1))
+    task = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    x = layer.norms[0](queries)
+    masked = queries + layer.self_attn(x, x, x, attn_mask=task[:, None] != task[None, :], need_weights=False)[0]
+    torch.testing.assert_close(layer.attend_within_tasks(queries, sizes), masked, rtol=0, atol=1e-5)
+
+
+def test_the_folded_inference_form_of_dlibs_network_computes_the_same_outputs_and_refuses_to_save(tmp_path):
+    torch.manual_seed(0)
+    config = QFaceConfig(backbone={"name": "dlib_resnet", "tuned_from": 3}, dim=32, grid=3, decoder_layers=1, heads=4)
+    model = QFace(config).eval()
+    with torch.no_grad():  # affines away from dlib's values, as after fine-tuning
+        for name, parameter in model.backbone.named_parameters():
+            if "affine" in name:
+                parameter.mul_(1 + 0.1 * torch.rand_like(parameter))
+    x = torch.rand(2, 3, 150, 150)
+    with torch.inference_mode():
+        plain = model(x)
+        folded = model.fold_for_inference()(x)
+    assert not any("affine" in name for name, _ in model.named_parameters())
+    for name in plain.raw:
+        torch.testing.assert_close(folded.raw[name], plain.raw[name], rtol=0, atol=1e-4)
+    torch.testing.assert_close(folded.embedding, plain.embedding, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="folded"):
+        model.save(tmp_path / "folded")

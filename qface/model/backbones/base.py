@@ -32,6 +32,11 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor) -> BackboneOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def fold_for_inference(self) -> Backbone:
+        """Rewrites the network into a cheaper form computing the same function, for inference only (it may no
+        longer train or save). Backbones with nothing to fold keep this default."""
+        return self
+
     def spec(self) -> dict:  # pragma: no cover - interface
         """The `build_backbone` arguments that rebuild this architecture (weights aside), for saved configs:
         what a checkpoint decided at load time (a ViT's style and projection width) must survive a save."""

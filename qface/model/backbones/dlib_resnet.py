@@ -276,6 +276,13 @@ class Affine(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
 
 
+@torch.no_grad()
+def fold_affine(conv: nn.Conv2d, affine: Affine) -> None:
+    """A conv followed by a per-channel scale and shift is one conv with scaled weights and a shifted bias."""
+    conv.weight.mul_(affine.gamma.view(-1, 1, 1, 1))
+    conv.bias.mul_(affine.gamma).add_(affine.beta)
+
+
 def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib's `add_prev_`: the sum over the larger shape, each input zero-padded at the end of C, H and W."""
     if a.shape == b.shape:
@@ -302,9 +309,14 @@ class ResidualBlock(nn.Module):
         self.affine2 = Affine(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
+        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)), inplace=True)))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(add_padded(y, shortcut))
+        return F.relu(add_padded(y, shortcut), inplace=True)
+
+    def fold(self) -> None:
+        fold_affine(self.conv1, self.affine1)
+        fold_affine(self.conv2, self.affine2)
+        self.affine1, self.affine2 = nn.Identity(), nn.Identity()
 
 
 class DlibResNet(Backbone):
@@ -333,6 +345,7 @@ class DlibResNet(Backbone):
         # dlib trained for exactly that job: an untouched copy of those levels keeps computing it.
         self.identity_levels = self._build_levels(tuned_from) if tuned_from is not None else None
         self.fc = nn.Linear(LEVELS[-1][0], self.embedding_dim, bias=False)
+        self.input_folded = False  # True once `fold_for_inference` moved the input normalisation into `conv`
         self.to(memory_format=torch.channels_last)  # about 25 % faster convolutions on CPU than NCHW
 
     @staticmethod
@@ -367,9 +380,27 @@ class DlibResNet(Backbone):
         spec = {"name": "dlib_resnet", "taps": list(self.taps)}
         return spec if self.tuned_from is None else spec | {"tuned_from": self.tuned_from}
 
+    @torch.no_grad()
+    def fold_for_inference(self) -> DlibResNet:
+        """Folds every affine into the conv before it, and the input normalisation into the first conv (exact: it
+        has no padding). The same function in about half the memory passes: the affines' multiplies and adds took
+        ~30 % of a CPU forward. Inference only: the affines are gone, so this form neither trains nor saves."""
+        if self.input_folded:
+            return self
+        self.conv.bias.sub_((self.conv.weight.sum(dim=(2, 3)) * self.mean / 256.0).sum(dim=1))
+        self.conv.weight.mul_(255.0 / 256.0)
+        self.input_folded = True
+        fold_affine(self.conv, self.affine)
+        self.affine = nn.Identity()
+        for block in self.modules():
+            if isinstance(block, ResidualBlock):
+                block.fold()
+        return self
+
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        x = ((images * 255.0 - self.mean.view(1, 3, 1, 1)) / 256.0).contiguous(memory_format=torch.channels_last)
-        x = F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)
+        x = images if self.input_folded else (images * 255.0 - self.mean.view(1, 3, 1, 1)) / 256.0
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.max_pool2d(F.relu(self.affine(self.conv(x)), inplace=True), 3, 2)
         stages = []
         for i, level in enumerate(self.levels):
             if i == self.tuned_from:
