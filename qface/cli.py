@@ -86,9 +86,9 @@ def analyze(args: argparse.Namespace) -> int:
                 failed += _report(writer, path, error)
                 done += 1
                 bar.update(1)
-            for start in range(0, len(inputs.images), args.batch_size):
-                group = inputs.images[start : start + args.batch_size]
-                failed += _analyze_images(analyzer, group, writer, args)
+            groups = [inputs.images[i : i + args.batch_size] for i in range(0, len(inputs.images), args.batch_size)]
+            for group, results in zip(groups, analyzer.analyze_file_groups(groups)):
+                failed += _analyze_images(group, results, writer, args)
                 done += len(group)
                 bar.update(len(group))
             for video in inputs.videos:
@@ -140,12 +140,12 @@ def _picture_name(path: Path, used: dict[str, int]) -> str:
     return path.stem if used[path.stem] == 1 else f"{path.stem}_{used[path.stem]}"
 
 
-def _analyze_images(analyzer, paths: list[Path], writer, args: argparse.Namespace) -> int:
-    """One group of images, their faces analysed in one batch; a file that fails is its error row."""
+def _analyze_images(paths: list[Path], results: list, writer, args: argparse.Namespace) -> int:
+    """One group of images' results (faces analysed in one batch) written; a file that failed is its error row."""
     from qface.pipeline.files import printable
 
     failed = 0
-    for path, (image, faces) in zip(paths, analyzer.analyze_files(paths)):
+    for path, (image, faces) in zip(paths, results, strict=True):
         if isinstance(faces, Exception):
             failed += _report(writer, path, faces)
             continue

@@ -339,7 +339,7 @@ def test_interrupting_a_run_is_one_line(tiny_weights, tmp_path, capsys, monkeypa
     def interrupt(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FaceAnalyzer, "analyze_arrays", interrupt)
+    monkeypatch.setattr(FaceAnalyzer, "_analyze_detected", interrupt)
     assert run(tiny_weights, "--out", str(tmp_path / "r.csv")) == 130
     err = capsys.readouterr().err
     assert "interrupted after 0 of 1 inputs" in err and "Traceback" not in err
@@ -389,11 +389,11 @@ SLOW_RUN = """
 import sys, time
 from qface.cli import main
 from qface.analyzer import FaceAnalyzer
-analyze_arrays = FaceAnalyzer.analyze_arrays
-def slow(self, images):
+network = FaceAnalyzer._analyze_detected
+def slow(self, found):
     time.sleep(0.1)
-    return analyze_arrays(self, images)
-FaceAnalyzer.analyze_arrays = slow
+    return network(self, found)
+FaceAnalyzer._analyze_detected = slow
 sys.exit(main(["analyze", *sys.argv[1:]]))
 """
 
