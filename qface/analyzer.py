@@ -239,16 +239,11 @@ class FaceAnalyzer:
     @torch.inference_mode()
     def _run(self, chips: list[np.ndarray], part: list[_Pending]) -> list[Face]:
         images = chips_to_tensor(chips).to(self.device)
-        if self.mirror:  # the faces and their mirror images in one network pass
-            images = torch.cat([images, images.flip(-1)])
         output = self.model(images, self.tasks)
         decoded = output.decoded(identity="identity" in self.tasks)
-        if self.mirror:
-            halves = [
-                {t: {k: v[half] for k, v in values.items()} for t, values in decoded.items()}
-                for half in (slice(0, len(chips)), slice(len(chips), None))
-            ]
-            decoded = average_with_mirror(*halves)
+        if self.mirror:  # the identity embedding stays the plain face's, so the mirror pass skips it
+            mirror_tasks = [task for task in self.tasks if task != "identity"]
+            decoded = average_with_mirror(decoded, self.model(images.flip(-1), mirror_tasks).decoded(identity=False))
         decoded = {task: {k: v.float().cpu() for k, v in values.items()} for task, values in decoded.items()}
         attention = [layer[: len(chips)].cpu() for layer in output.attention]
         faces = []

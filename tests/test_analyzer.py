@@ -59,7 +59,7 @@ def test_a_list_of_images_gives_a_list_of_face_lists_from_one_network_pass(analy
     monkeypatch.setattr(analyzer.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
     results = analyzer.analyze_batch([astronaut, np.zeros((64, 64, 3), np.uint8), astronaut])
     assert [len(faces) for faces in results] == [len(results[0]), 0, len(results[0])]
-    assert len(calls) == 1
+    assert len(calls) == 1 + analyzer.mirror  # all faces together (and, mirrored, together again)
     assert results[0][0].to_dict() == results[2][0].to_dict()
     with pytest.raises(TypeError, match="analyze_batch"):
         analyzer.analyze([astronaut])

@@ -21,7 +21,7 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
     """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation)."""
     collected: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
-    tasks = [task for task in source.tasks if task in model.task_names(None)]
+    tasks = [task for task in [*source.tasks, "identity"] if task in model.task_names(None)]
     for start in range(0, len(source), batch_size):
         inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
         inputs = {name: values.to(device) for name, values in inputs.items()}

@@ -128,8 +128,9 @@ class QFace(nn.Module):
 
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> QFaceOutput:
         """images: RGB in [0, 1], (B, 3, H, W); other sizes than the backbone's are resized (antialiased
-        bilinear; `backbone_input`). Runs only `tasks`' queries."""
-        features = self.backbone(backbone_input(images, self.backbone.input_size))
+        bilinear; `backbone_input`). Runs only `tasks`' queries, and the identity descriptor only when asked."""
+        images = backbone_input(images, self.backbone.input_size)
+        features = self.backbone(images, embedding="identity" in self.task_names(tasks))
         return self.forward_features(self.fusion.resample(features.stages), features.embedding, tasks)
 
     def forward_features(

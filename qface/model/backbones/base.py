@@ -29,7 +29,8 @@ class Backbone(nn.Module):
     input_size: int
     embedding_dim: int
 
-    def forward(self, images: torch.Tensor) -> BackboneOutput:  # pragma: no cover - interface
+    def forward(self, images: torch.Tensor, embedding: bool = True) -> BackboneOutput:  # pragma: no cover
+        """`embedding=False`: the descriptor is not wanted (None), so a backbone may skip what computes only it."""
         raise NotImplementedError
 
     def fold_for_inference(self) -> Backbone:

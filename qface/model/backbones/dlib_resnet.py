@@ -397,7 +397,7 @@ class DlibResNet(Backbone):
                 block.fold()
         return self
 
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
+    def forward(self, images: torch.Tensor, embedding: bool = True) -> BackboneOutput:
         x = images if self.input_folded else (images * 255.0 - self.mean.view(1, 3, 1, 1)) / 256.0
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(F.relu(self.affine(self.conv(x)), inplace=True), 3, 2)
@@ -408,8 +408,10 @@ class DlibResNet(Backbone):
             x = level(x)
             if i in self.taps:
                 stages.append(x)
-        embedding = self.identity(tuned_input) if self.tuned_from is not None else self.fc(x.mean(dim=(2, 3)))
-        return BackboneOutput(stages=stages, embedding=embedding)
+        if not embedding:  # the identity copy of the tuned levels is 15 % of the network: skipped when not wanted
+            return BackboneOutput(stages=stages)
+        descriptor = self.identity(tuned_input) if self.tuned_from is not None else self.fc(x.mean(dim=(2, 3)))
+        return BackboneOutput(stages=stages, embedding=descriptor)
 
     def identity(self, tuned_input: torch.Tensor) -> torch.Tensor:
         """dlib's descriptor from the input of the first tuned level, through the untouched copy."""

@@ -136,7 +136,7 @@ class ViT(Backbone):
     def spec(self) -> dict:
         return {"name": "vit", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}}
 
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
+    def forward(self, images: torch.Tensor, embedding: bool = True) -> BackboneOutput:
         x = self.patch_embed((images - self.mean) / self.std)
         b, c, gh, gw = x.shape
         pos = resize_pos_embed(self.pos_embed, (gh, gw))  # a no-op at the configured input size
@@ -147,8 +147,10 @@ class ViT(Backbone):
             x = block(x)
             if i in self.cfg.taps:
                 stages.append(x[:, 1:].transpose(1, 2).reshape(b, c, gh, gw))
-        embedding = self.norm(x[:, 0])
-        return BackboneOutput(stages=stages, embedding=embedding if self.proj is None else embedding @ self.proj)
+        if not embedding:
+            return BackboneOutput(stages=stages)
+        descriptor = self.norm(x[:, 0])
+        return BackboneOutput(stages=stages, embedding=descriptor if self.proj is None else descriptor @ self.proj)
 
     @classmethod
     def from_checkpoint(
