@@ -64,6 +64,7 @@ def analyze(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         attention=bool(args.attention),
         mirror=args.mirror,
+        precision=args.precision,
         **options,
     )
     if analyzer.model.config.version == "untrained":
@@ -278,7 +279,7 @@ def evaluate(args: argparse.Namespace) -> int:
     for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
-        predictions = predict_source(model, source)
+        predictions = predict_source(model, source, precision=args.precision)
         results[name] = score_source(source, predictions)
         biases[name] = bias_table(source, predictions)
         if "ferplus_majority" in source.arrays:  # rows: FER+ majority label, columns: argmax over all outputs
@@ -355,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="average each face's answers with its mirror image's (default; --no-mirror: one network pass per face)",
     )
+    run.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="network arithmetic: fp32 (default) or bf16 (faster on CPUs with AVX-512 BF16; see bench/performance.md)",
+    )
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(
@@ -406,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--weights", type=Path)
     score.add_argument("--split", default="val")
     score.add_argument("--no-cache", action="store_true", help="run the backbone instead of reading cached features")
+    score.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="network arithmetic")
     score.add_argument("--out", type=Path, help="write the results as JSON")
     score.set_defaults(handler=evaluate)
     teach = commands.add_parser("label", help="teacher labels (MediaPipe pose + 68 landmarks) for chip caches")

@@ -140,3 +140,13 @@ def test_the_public_api_is_three_names_and_one_call(analyzer, monkeypatch):
     monkeypatch.delenv("QFACE_YUNET_MODEL", raising=False)  # "auto" is then dlib-hog, like the fixture
     faces = qface.analyze(SAMPLE_IMAGE)
     assert [face.to_dict() for face in faces] == [face.to_dict() for face in analyzer.analyze(SAMPLE_IMAGE)]
+
+
+def test_bf16_precision_gives_the_same_reading_of_the_sample_face_and_a_bad_precision_is_refused(astronaut_face):
+    fast = FaceAnalyzer(detector="dlib-hog", precision="bf16")
+    face = max(fast.analyze(SAMPLE_IMAGE), key=lambda f: f.score)
+    assert face.box == astronaut_face.box and face.top_expression == astronaut_face.top_expression
+    assert face.age == pytest.approx(astronaut_face.age, abs=1.0)
+    assert np.dot(face.embedding, astronaut_face.embedding) > 0.999  # verification is unchanged
+    with pytest.raises(ValueError, match="precision"):
+        FaceAnalyzer(detector="none", precision="int4")

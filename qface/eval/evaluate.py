@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from qface.data.source import Source
-from qface.model.qface import QFace
+from qface.model.qface import QFace, precision_context
 from qface.tasks import CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS, Task
 
 
 @torch.inference_mode()
-def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
+def predict_source(
+    model: QFace, source: Source, batch_size: int = 256, precision: str = "fp32"
+) -> dict[str, np.ndarray]:
     """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation)."""
     collected: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
@@ -25,11 +27,13 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
     for start in range(0, len(source), batch_size):
         inputs = source.load(np.arange(start, min(start + batch_size, len(source))))["inputs"]
         inputs = {name: values.to(device) for name, values in inputs.items()}
-        if "maps" in inputs:
-            output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
-        else:
-            output = model(inputs["images"], tasks)
-        for name, values in output.decoded(identity="identity" in model.task_names(None)).items():
+        with precision_context(precision, device):
+            if "maps" in inputs:
+                output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
+            else:
+                output = model(inputs["images"], tasks)
+        decoded = output.decoded(identity="identity" in model.task_names(None))
+        for name, values in decoded.items():
             collected.setdefault(name, []).append(values[TASKS[name].scored].float().cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}
 
