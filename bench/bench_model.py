@@ -1,23 +1,35 @@
-"""Forward time of the default Q-Face on a batch of aligned faces, and the backbone's multiply-adds.
+"""The network alone on aligned faces: faces/s per batch size, thread count, precision and task subset, and each
+inference rewrite's share (folded or not), all in one process with the variants interleaved.
 
-    python bench/bench_model.py [--batch 32] [--threads 2] [--repeats 5]
+    python bench/bench_model.py [--batches 1 8 32 64] [--threads 1 2] [--repeats 7] [--json bench/results/model.json]
 
-Prints a markdown table; the committed numbers live in bench/results.md with the machine they came from.
+Every timed call is one forward of `QFace` on random 150×150 inputs (the network's cost does not depend on the
+pixels). Each round runs every variant once, in an order that flips every round; the table reports the median and
+the spread (min–max) of the rounds. MACs count every Conv2d and Linear from the shapes their hooks see; the attention
+products inside `nn.MultiheadAttention` are left out, so the whole-model count is a lower bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from qface.analyzer import load_model
-from qface.model.qface import QFace, QFaceConfig
+from qface.model.qface import QFace, precision_context
+
+SUBSETS = {"all tasks": None, "expression": ["expression"], "age + attributes": ["age", "attributes"]}
 
 
-def count_macs(model: torch.nn.Module, images: torch.Tensor) -> int:
+def count_macs(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> int:
     """Multiply-adds of every Conv2d and Linear, read off the shapes their hooks see (attention products aside)."""
     total = 0
 
@@ -33,50 +45,104 @@ def count_macs(model: torch.nn.Module, images: torch.Tensor) -> int:
         m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
     ]
     with torch.inference_mode():
-        model(images[:1])
+        model(images[:1], **kwargs)
     for handle in handles:
         handle.remove()
     return total
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a square matmul: the practical peak of this CPU on the current torch threads."""
+    a, b = torch.rand(size, size).to(dtype), torch.rand(size, size).to(dtype)
+    a @ b
+    start = time.perf_counter()
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def interleaved(runs: dict[str, Callable[[], None]], rounds: int, batch: int) -> dict[str, list[float]]:
+    """faces/s samples per run, the run order flipping every round so that no variant always follows another."""
+    for run in runs.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            samples[name].append(batch / (time.perf_counter() - start))
+    return samples
+
+
+def variants(plain: QFace, folded: QFace, images: torch.Tensor) -> dict[str, Callable[[], None]]:
+    def run(model: QFace, precision: str = "fp32", tasks: list[str] | None = None) -> Callable[[], None]:
+        def call() -> None:
+            with torch.inference_mode(), precision_context(precision):
+                model(images, tasks)
+
+        return call
+
+    runs = {"all tasks, fp32, affines not folded": run(plain)}
+    for precision in ("fp32", "bf16"):
+        for subset, tasks in SUBSETS.items():
+            runs[f"{subset}, {precision}"] = run(folded, precision, tasks)
+        runs[f"backbone alone, {precision}"] = lambda p=precision: run_backbone(folded, images, p)
+    return runs
+
+
+def run_backbone(model: QFace, images: torch.Tensor, precision: str) -> None:
+    with torch.inference_mode(), precision_context(precision):
+        model.backbone(images)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--repeats", type=int, default=7, help="rounds per batch size and thread count")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = load_model()
-    if model.config.version == "untrained":
-        model = QFace(QFaceConfig()).eval()
-    images = torch.rand(args.batch, 3, model.input_size, model.input_size)
-    backbone_macs = count_macs(model.backbone, images)
-    with torch.inference_mode():
-        backbone_s = seconds(lambda: model.backbone(images), args.repeats)
-        full_s = seconds(lambda: model(images), args.repeats)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads")
-    print(f"model: {model.model_id}, input {model.input_size}px, batch {args.batch} (median of {args.repeats})\n")
-    print("| part | MMACs / face | GFLOPs / face | ms / batch | faces / s |")
-    print("|---|---:|---:|---:|---:|")
-    print(
-        f"| backbone | {backbone_macs / 1e6:.1f} | {2 * backbone_macs / 1e9:.3f} | {backbone_s * 1e3:.0f} "
-        f"| {args.batch / backbone_s:.1f} |"
-    )
-    full_macs = count_macs(model, images)
-    print(
-        f"| whole model (all tasks) | {full_macs / 1e6:.1f} | {2 * full_macs / 1e9:.3f} | {full_s * 1e3:.0f} "
-        f"| {args.batch / full_s:.1f} |"
-    )
+    plain = load_model()
+    folded = copy.deepcopy(plain).fold_for_inference()
+    probe = torch.rand(1, 3, plain.input_size, plain.input_size)
+    macs = {subset: count_macs(folded, probe, tasks=tasks) for subset, tasks in SUBSETS.items()}
+    macs["backbone alone"] = count_macs(folded.backbone, probe)
+    load = os.getloadavg()
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peaks = {str(dtype): matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16)}
+        for batch in args.batches:
+            images = torch.rand(batch, 3, plain.input_size, plain.input_size)
+            samples = interleaved(variants(plain, folded, images), args.repeats, batch)
+            for name, rates in samples.items():
+                results.append(
+                    {"threads": threads, "batch": batch, "variant": name, "faces_per_s": statistics.median(rates)}
+                    | {"min": min(rates), "max": max(rates), "matmul_peak_gflops": peaks}
+                )
+    report = {
+        "model": plain.model_id,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
+        "torch": torch.__version__,
+        "load_average_before_after": [load[0], os.getloadavg()[0]],
+        "macs_per_face": macs,
+        "results": results,
+    }
+    print(f"{report['model']} on {report['machine']}, torch {report['torch']}, load {report['load_average_before_after']}")
+    print("MMACs per face: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in macs.items()))
+    print("\n| threads | batch | variant | faces/s (median) | min–max | share of matmul peak |")
+    print("|---:|---:|---|---:|---|---:|")
+    for row in results:
+        subset = next((s for s in macs if row["variant"].startswith(s)), "all tasks")
+        dtype = "torch.bfloat16" if "bf16" in row["variant"] else "torch.float32"
+        share = 2 * macs[subset] * row["faces_per_s"] / 1e9 / row["matmul_peak_gflops"][dtype]
+        print(
+            f"| {row['threads']} | {row['batch']} | {row['variant']} | {row['faces_per_s']:.1f} "
+            f"| {row['min']:.1f}–{row['max']:.1f} | {share:.0%} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
