@@ -129,7 +129,8 @@ def main() -> None:
         "macs_per_face": macs,
         "results": results,
     }
-    print(f"{report['model']} on {report['machine']}, torch {report['torch']}, load {report['load_average_before_after']}")
+    load_line = f"load average {load[0]:.2f} before, {report['load_average_before_after'][1]:.2f} after"
+    print(f"{report['model']} on {report['machine']}, torch {report['torch']}, {load_line}")
     print("MMACs per face: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in macs.items()))
     print("\n| threads | batch | variant | faces/s (median) | min–max | share of matmul peak |")
     print("|---:|---:|---|---:|---|---:|")
