@@ -67,13 +67,13 @@ def attribute_accuracy(results: list, truth: np.ndarray) -> float:
     return float((predicted == (truth[found] > 0.5)).mean())
 
 
-def celeba_modes(weights, limit: int | None) -> dict:
+def celeba_modes(weights, limit: int | None, modes: tuple[str, str] = ("dlib-hog", "crop")) -> dict:
     faces = [f for f in CelebA() if f.meta["split"] == "val"][:limit]
     truth = np.stack([f.labels["attributes"] for f in faces])
     identities = np.array([f.meta["identity"] for f in faces])
     report = {"faces": len(faces)}
     runs = {}
-    for mode in ("dlib-hog", "crop"):
+    for mode in modes:
         analyzer = FaceAnalyzer(weights, tasks=["attributes", "age", "expression", "identity"], detector=mode)
         runs[mode] = results = batched(analyzer, [f.image for f in faces])
         found = [i for i, r in enumerate(results) if r is not None]
@@ -83,9 +83,10 @@ def celeba_modes(weights, limit: int | None) -> dict:
             "attributes_mean_accuracy": attribute_accuracy(results, truth),
             "verification_accuracy": metrics.verification_accuracy(embeddings, identities[found]),
         }
-    both = [i for i in range(len(faces)) if runs["dlib-hog"][i] is not None and runs["crop"][i] is not None]
-    pairs = [(runs["dlib-hog"][i], runs["crop"][i]) for i in both]
-    report["crop_vs_detector_same_faces"] = {
+    first, second = (runs[mode] for mode in modes)
+    both = [i for i in range(len(faces)) if first[i] is not None and second[i] is not None]
+    pairs = [(first[i], second[i]) for i in both]
+    report[f"{modes[1]}_vs_{modes[0]}_same_faces"] = {
         "faces": len(both),
         "mean_age_change": float(np.mean([abs(a.age - b.age) for a, b in pairs])),
         "top_expression_agreement": float(np.mean([a.top_expression == b.top_expression for a, b in pairs])),
@@ -124,14 +125,20 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--limit", type=int, help="at most N faces per data set")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--detectors", nargs=2, metavar=("A", "B"), help="only the CelebA part, comparing these two detectors"
+    )
     args = parser.parse_args()
     model = FaceAnalyzer(args.weights, detector="none").model.model_id
-    report = {
-        "model": model,
-        "fer2013_publictest_crop_mode": fer_crop_mode(args.weights, args.limit),
-        "celeba_val_crop_mode_vs_detector": celeba_modes(args.weights, args.limit),
-        "mirror": mirror_consistency(args.weights, args.limit),
-    }
+    if args.detectors:
+        report = {"model": model, "celeba_val_detectors": celeba_modes(args.weights, args.limit, args.detectors)}
+    else:
+        report = {
+            "model": model,
+            "fer2013_publictest_crop_mode": fer_crop_mode(args.weights, args.limit),
+            "celeba_val_crop_mode_vs_detector": celeba_modes(args.weights, args.limit),
+            "mirror": mirror_consistency(args.weights, args.limit),
+        }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
