@@ -41,6 +41,22 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     return QFace(QFaceConfig()).to(device).eval()
 
 
+def network(model: QFace, backend: str, onnx: str | Path | None = None, attention: bool = False):
+    """What runs `model`'s forward pass: the model itself ("torch"), or onnxruntime on its ONNX export ("onnx",
+    `onnx`: the file; None: qface.onnx's cache), which has no attention maps."""
+    if backend == "torch":
+        return model
+    if backend != "onnx":
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if attention:
+        raise ValueError("attention maps are not in the ONNX graph: use backend='torch' for them")
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("the onnx backend runs on the CPU: use device='cpu'")
+    from qface.onnx import OnnxModel
+
+    return OnnxModel(model, onnx)
+
+
 def check_device(device: str | torch.device) -> None:
     """A clear ValueError for a CUDA device this torch build or machine cannot give (torch's own error comes
     late and cryptic, from pin_memory or a lazy CUDA init)."""
@@ -88,16 +104,21 @@ class FaceAnalyzer:
         batch_size: int = 32,
         attention: bool = False,
         mirror: bool = True,
+        backend: str = "torch",
+        onnx: str | Path | None = None,
         **detector_options,
     ):
         """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation.
         `mirror=True` (the default) averages every answer with the mirrored face's: one more network pass per face
         (+13 % end to end on photos, detection dominates) for 2.6× steadier ages and expressions between a face and
         its mirror image (weights/MODEL_CARD.md). The identity embedding stays the plain face's (its threshold was
-        calibrated on plain faces)."""
+        calibrated on plain faces). `backend="onnx"` runs the network in onnxruntime from the ONNX file `onnx`
+        (exported from these weights; without one, an export cached per weights digest, qface.onnx): the same
+        answers within 1e-4, no attention maps."""
         check_positive("batch_size", batch_size)
         self.model = load_model(weights, device)
         self.tasks = self.model.task_names(tasks)
+        self.network = network(self.model, backend, onnx, attention)
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention, self.mirror = device, batch_size, attention, mirror
 
@@ -214,7 +235,7 @@ class FaceAnalyzer:
         images = chips_to_tensor(chips).to(self.device)
         if self.mirror:  # the faces and their mirror images in one network pass
             images = torch.cat([images, images.flip(-1)])
-        output = self.model(images, self.tasks)
+        output = self.network(images, self.tasks)
         decoded = output.decoded(identity="identity" in self.tasks)
         if self.mirror:
             halves = [

@@ -17,8 +17,11 @@ from qface.tasks import CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS, Task
 
 
 @torch.inference_mode()
-def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation)."""
+def predict_source(model: QFace, source: Source, batch_size: int = 256, network=None) -> dict[str, np.ndarray]:
+    """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation).
+    `network` runs the forward pass on the chips in the model's stead (qface.onnx.OnnxModel)."""
+    if network is not None and source.uses_features:
+        raise ValueError(f"{source.name}: another network runs on chips, not on cached features")
     collected: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
     tasks = [task for task in source.tasks if task in model.task_names(None)]
@@ -28,7 +31,7 @@ def predict_source(model: QFace, source: Source, batch_size: int = 256) -> dict[
         if "maps" in inputs:
             output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
         else:
-            output = model(inputs["images"], tasks)
+            output = (network or model)(inputs["images"], tasks)
         for name, values in output.decoded(identity="identity" in model.task_names(None)).items():
             collected.setdefault(name, []).append(values[TASKS[name].scored].float().cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}
