@@ -4,6 +4,7 @@ int8 quantization; the cache and the checks that keep a file tied to its weights
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from conftest import shared_path
 
 from qface.analyzer import FaceAnalyzer, chips_to_tensor, load_model
 from qface.cli import main
-from qface.onnx import OnnxModel, default_onnx_path, export_onnx, quantize_int8, training_chips
+from qface.onnx import OnnxModel, default_onnx_path, quantize_int8, training_chips
 from qface.pipeline.align import align
 from qface.pipeline.detect import get_detector
 from qface.pipeline.io import load_image
@@ -26,8 +27,10 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory) -> Path:
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "qface.onnx")
+def exported(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "qface.onnx"
+    assert main(["export", "onnx", str(path)]) == 0  # the bundled weights
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,31 @@ def test_the_cli_rows_of_the_onnx_backend_match_torchs(exported, tmp_path):
                 continue
             tolerance = 0.02 if key.startswith(("age", "pose.", "landmarks")) else 2e-4  # years, degrees, pixels
             assert float(onnx[key]) == pytest.approx(number, abs=tolerance), key
+
+
+def test_eval_through_the_onnx_backend_scores_like_torch(exported, chips, tmp_path):
+    folder = tmp_path / "utkface"
+    folder.mkdir()
+    count = len(chips)
+    np.save(folder / "chips.npy", np.rint(chips.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8))
+    ages = np.linspace(20, 60, count, dtype=np.float32)
+    np.savez(folder / "labels.npz", split=np.array(["val"] * count), age=ages, age_mask=np.ones((count, 1), bool))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"datasets:\n  utkface: {{folder: {folder}}}\n")
+    scores = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"{backend}.json"
+        extra = ["--onnx", str(exported)] if backend == "onnx" else ["--no-cache"]
+        assert main(["eval", "--config", str(config), "--backend", backend, "--out", str(out), *extra]) == 0
+        scores[backend] = json.loads(out.read_text())["results"]["utkface"]
+    assert scores["torch"].keys() == scores["onnx"].keys() and "age_mae" in scores["torch"]
+    for key, value in scores["torch"].items():
+        assert scores["onnx"][key] == pytest.approx(value, abs=1e-3), key
+
+
+def test_export_int8_without_chip_caches_is_refused_before_the_model_loads(tmp_path, capsys):
+    assert main(["export", "onnx", str(tmp_path / "q.onnx"), "--int8", "--chips", str(tmp_path)]) == 2
+    assert "no chip cache" in capsys.readouterr().err
 
 
 def test_attention_maps_are_refused_with_the_onnx_backend():
