@@ -123,22 +123,35 @@ class _Chips:
         return None if start is None else {INPUT: self.chips[start : start + self.batch]}
 
 
+def backbone_nodes(graph) -> list[str]:
+    """The backbone's convolutions and every residual sum, ReLU, padding and pooling node fed only by them (dlib's
+    padded shortcuts): quantized as one chain, they need no dequantize/quantize pair between them."""
+    producer = {output: node.name for node in graph.node for output in node.output}
+    chosen = {n.name for n in graph.node if n.op_type == "Conv" and "model.backbone." in n.input[1]}  # fused: prefixed
+    grown = True
+    while grown:
+        grown = False
+        for node in graph.node:
+            sources = [producer[name] for name in node.input if name in producer]
+            if node.op_type in ("Add", "Relu", "Pad", "AveragePool", "MaxPool") and node.name not in chosen:
+                if sources and all(source in chosen for source in sources):
+                    chosen.add(node.name)
+                    grown = True
+    return sorted(chosen)
+
+
 def quantize_int8(fp32: str | Path, path: str | Path, chips: np.ndarray) -> Path:
-    """Static int8 quantization of the backbone's convolutions (QDQ: uint8 activations, int8 per-channel weights;
-    min-max ranges over `chips`), which run on VNNI's integer dot products. They are nearly all of the compute;
-    the decoder and heads stay fp32 (quantized, their label logits moved by whole units). The metadata (the
-    weights' digest) is kept."""
+    """Static int8 quantization of the backbone (`backbone_nodes`; QDQ: uint8 activations, int8 per-channel
+    weights; min-max ranges over `chips`), which runs on VNNI's integer dot products. It is nearly all of the
+    compute; fusion, decoder and heads stay fp32 (quantized, their label logits moved by whole units). The
+    metadata (the weights' digest) is kept."""
     quantization = require("onnxruntime.quantization", "onnx", "int8 quantization")
     onnx = require("onnx", "onnx", "int8 quantization")
     path = Path(path)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
-        backbone = [
-            node.name
-            for node in onnx.load(str(prepared)).graph.node
-            if node.op_type == "Conv" and "model.backbone." in node.input[1]  # fused ones get a prefix
-        ]
+        backbone = backbone_nodes(onnx.load(str(prepared)).graph)
         if not backbone:  # an empty list would quantize every node
             raise ValueError(f"{fp32}: no backbone convolution found to quantize")
         quantization.quantize_static(
