@@ -41,6 +41,22 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     return QFace(QFaceConfig()).to(device).eval()
 
 
+def network(model: QFace, backend: str, onnx: str | Path | None = None, attention: bool = False):
+    """What runs `model`'s forward pass: the model itself ("torch"), or onnxruntime on its ONNX export ("onnx",
+    `onnx`: the file; None: qface.onnx's cache), which has no attention maps."""
+    if backend == "torch":
+        return model
+    if backend != "onnx":
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if attention:
+        raise ValueError("attention maps are not in the ONNX graph: use backend='torch' for them")
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("the onnx backend runs on the CPU: use device='cpu'")
+    from qface.onnx import OnnxModel
+
+    return OnnxModel(model, onnx)
+
+
 def check_device(device: str | torch.device) -> None:
     """A clear ValueError for a CUDA device this torch build or machine cannot give (torch's own error comes
     late and cryptic, from pin_memory or a lazy CUDA init)."""
@@ -89,6 +105,8 @@ class FaceAnalyzer:
         attention: bool = False,
         mirror: bool = True,
         precision: str = "fp32",
+        backend: str = "torch",
+        onnx: str | Path | None = None,
         **detector_options,
     ):
         """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation.
@@ -96,10 +114,16 @@ class FaceAnalyzer:
         (+13 % end to end on photos, detection dominates) for 2.6× steadier ages and expressions between a face and
         its mirror image (weights/MODEL_CARD.md). The identity embedding stays the plain face's (its threshold was
         calibrated on plain faces). `precision="bf16"` runs the network in bfloat16 (faster; bench/ lists what it
-        changes on the validation sets)."""
+        changes on the validation sets). `backend="onnx"` runs the network in onnxruntime from the ONNX file `onnx`
+        (exported from these weights, int8 or not; without one, an export cached per weights digest, qface.onnx):
+        the same answers within 1e-4, no attention maps."""
         check_positive("batch_size", batch_size)
         precision_context(precision)  # an unknown precision fails here, not at the first face
-        self.model = load_model(weights, device).fold_for_inference()
+        if backend != "torch" and precision != "fp32":
+            raise ValueError(f"precision {precision!r} is for the torch backend (an int8 ONNX file is int8 itself)")
+        model = load_model(weights, device)
+        self.network = network(model, backend, onnx, attention)  # an ONNX file is keyed by the unfolded weights
+        self.model = model.fold_for_inference()
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
         self.device, self.batch_size, self.keep_attention, self.mirror = device, batch_size, attention, mirror
@@ -245,8 +269,8 @@ class FaceAnalyzer:
         images = chips_to_tensor(chips).to(self.device)
         mirror_tasks = [task for task in self.tasks if task != "identity"]  # the embedding stays the plain face's
         with precision_context(self.precision, self.device):
-            output = self.model(images, self.tasks)
-            mirrored = self.model(images.flip(-1), mirror_tasks) if self.mirror else None
+            output = self.network(images, self.tasks)
+            mirrored = self.network(images.flip(-1), mirror_tasks) if self.mirror else None
         decoded = output.decoded(identity="identity" in self.tasks)
         if mirrored:
             decoded = average_with_mirror(decoded, mirrored.decoded(identity=False))

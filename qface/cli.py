@@ -28,6 +28,13 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def analyze(args: argparse.Namespace) -> int:
+    if args.backend == "onnx" and (args.attention or args.engine == "ray" or args.precision != "fp32"):
+        print(
+            "error: --backend onnx has no attention maps, no --precision (an int8 file is int8 itself) and runs with "
+            "--engine local only",
+            file=sys.stderr,
+        )
+        return 2
     if args.engine == "ray":
         if args.tracks or args.smooth:
             print(
@@ -65,6 +72,8 @@ def analyze(args: argparse.Namespace) -> int:
         attention=bool(args.attention),
         mirror=args.mirror,
         precision=args.precision,
+        backend=args.backend,
+        onnx=args.onnx,
         **options,
     )
     if analyzer.model.config.version == "untrained":
@@ -258,6 +267,7 @@ def train(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from qface.analyzer import load_model
+    from qface.analyzer import network as analyzer_network
     from qface.eval.evaluate import bias_table, confusion, markdown_table, predict_source, score_source, wide_table
     from qface.train.config import TrainConfig
 
@@ -273,20 +283,24 @@ def evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    model = load_model(args.weights).fold_for_inference()  # scored exactly as `qface analyze` runs it
-    config.features = config.features and not args.no_cache
+    model = load_model(args.weights)
+    network = analyzer_network(model, "onnx", args.onnx) if args.backend == "onnx" else None
+    model.fold_for_inference()  # scored exactly as `qface analyze` runs it
+    config.features = config.features and not args.no_cache and network is None  # onnx runs on the chips
     results, biases, confusions = {}, {}, {}
     for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
-        predictions = predict_source(model, source, precision=args.precision)
+        predictions = predict_source(model, source, network=network, precision=args.precision)
         results[name] = score_source(source, predictions)
         biases[name] = bias_table(source, predictions)
         if "ferplus_majority" in source.arrays:  # rows: FER+ majority label, columns: argmax over all outputs
             voted = source.arrays["ferplus_majority"] >= 0
             predicted = predictions["expression"][voted].argmax(1)
             confusions[name] = confusion(predicted, source.arrays["ferplus_majority"][voted]).tolist()
-    report = {"model": model.model_id, "split": args.split, "results": results, "bias": biases}
+    report = {"model": model.model_id, "split": args.split, "backend": args.backend, "results": results}
+    report |= {"onnx": str(network.path)} if network else {}
+    report["bias"] = biases
     report["ferplus_confusion"] = confusions
     print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
     for name, table in biases.items():
@@ -294,6 +308,28 @@ def evaluate(args: argparse.Namespace) -> int:
             print(f"\n## subgroups of {name}\n\n{wide_table(table)}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """The whole network as ONNX; with --int8, statically quantized on training chips (qface.onnx)."""
+    import tempfile
+
+    from qface.analyzer import load_model
+    from qface.onnx import export_onnx, output_names, quantize_int8, training_chips
+
+    folders = sorted(p.parent for p in args.chips.glob("*/labels.npz") if (p.parent / "chips.npy").exists())
+    if args.int8 and not folders:
+        print(f"error: --int8 calibrates on training chips: no chip cache under {args.chips}", file=sys.stderr)
+        return 2
+    model = load_model(args.weights)
+    if not args.int8:
+        export_onnx(model, args.out)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = export_onnx(model, Path(scratch) / "fp32.onnx")
+            quantize_int8(fp32, args.out, training_chips(folders, args.calibration))
+    print(f"{args.out}: {model.model_id}{' int8' if args.int8 else ''}, outputs {', '.join(output_names(model))}")
     return 0
 
 
@@ -331,6 +367,24 @@ def serve(args: argparse.Namespace) -> int:
     return run(from_args(args))
 
 
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch", help="onnx: run the network in onnxruntime"
+    )
+    parser.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="with --backend onnx: the file from `qface export onnx` (default: an export cached per weights digest)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="torch's arithmetic: fp32 (default) or bf16 (faster on CPUs with AVX-512 BF16; see bench/performance.md)",
+    )
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -356,12 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="average each face's answers with its mirror image's (default; --no-mirror: one network pass per face)",
     )
-    run.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="network arithmetic: fp32 (default) or bf16 (faster on CPUs with AVX-512 BF16; see bench/performance.md)",
-    )
     run.add_argument("--detector-model", type=Path, help="the YuNet .onnx file (for --detector yunet or auto)")
     run.add_argument("--out", type=Path, help="results.jsonl or results.csv (default: JSON lines on stdout)")
     run.add_argument(
@@ -383,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "frame's own values go to raw.* (default 0: no smoothing)",
     )
     run.add_argument("--weights", type=Path, help="a model folder (config.json + model.safetensors)")
+    _add_backend_arguments(run)
     run.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: a pool of Ray actors → Parquet")
     run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local Ray)")
     run.add_argument(
@@ -413,9 +462,21 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--weights", type=Path)
     score.add_argument("--split", default="val")
     score.add_argument("--no-cache", action="store_true", help="run the backbone instead of reading cached features")
-    score.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="network arithmetic")
     score.add_argument("--out", type=Path, help="write the results as JSON")
+    _add_backend_arguments(score)
     score.set_defaults(handler=evaluate)
+    ship = commands.add_parser("export", help="the whole network as ONNX (every task, dynamic batch; the onnx extra)")
+    ship.add_argument("format", choices=["onnx"])
+    ship.add_argument("out", type=Path, help="the .onnx file to write")
+    ship.add_argument("--weights", type=Path)
+    ship.add_argument("--int8", action="store_true", help="static int8 quantization of the backbone (QDQ)")
+    ship.add_argument(
+        "--calibration", type=positive_int, default=300, help="with --int8: training chips to calibrate on"
+    )
+    ship.add_argument(
+        "--chips", type=Path, default=Path("cache/chips"), help="with --int8: the folder of chip caches (train split)"
+    )
+    ship.set_defaults(handler=export)
     teach = commands.add_parser("label", help="teacher labels (MediaPipe pose + 68 landmarks) for chip caches")
     teach.add_argument("folders", nargs="+", type=Path)
     teach.set_defaults(handler=label)

@@ -25,6 +25,7 @@ LAYERS = {
     "qface.model": 2,
     "qface.teacher": 3,
     "qface.analyzer": 3,
+    "qface.onnx": 3,
     "qface.eval": 3,
     "qface.viz": 3,
     "qface.train": 4,

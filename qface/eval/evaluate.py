@@ -18,9 +18,12 @@ from qface.tasks import CELEBA_ATTRIBUTES, EXPRESSIONS, TASKS, Task
 
 @torch.inference_mode()
 def predict_source(
-    model: QFace, source: Source, batch_size: int = 256, precision: str = "fp32"
+    model: QFace, source: Source, batch_size: int = 256, network=None, precision: str = "fp32"
 ) -> dict[str, np.ndarray]:
-    """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation)."""
+    """Each task's scored prediction (`Task.scored`) for every face of a split, in order (no augmentation).
+    `network` runs the forward pass on the chips in the model's stead (qface.onnx.OnnxModel)."""
+    if network is not None and source.uses_features:
+        raise ValueError(f"{source.name}: another network runs on chips, not on cached features")
     collected: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
     tasks = [task for task in [*source.tasks, "identity"] if task in model.task_names(None)]
@@ -31,7 +34,7 @@ def predict_source(
             if "maps" in inputs:
                 output = model.forward_cached(inputs["maps"], inputs["embedding"], tasks, inputs.get("tuned_input"))
             else:
-                output = model(inputs["images"], tasks)
+                output = (network or model)(inputs["images"], tasks)
         decoded = output.decoded(identity="identity" in model.task_names(None))
         for name, values in decoded.items():
             collected.setdefault(name, []).append(values[TASKS[name].scored].float().cpu().numpy())
