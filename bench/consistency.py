@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from qface import metrics
 from qface.analyzer import FaceAnalyzer
 from qface.data.datasets import FER2013, CelebA, UTKFace, utkface_split
 from qface.data.ferplus import read_votes, vote_labels
-from qface.eval import metrics
 from qface.tasks import CELEBA_ATTRIBUTES, EXPRESSIONS
 
 
