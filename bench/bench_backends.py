@@ -1,4 +1,4 @@
-"""Faces/s of the whole network (all tasks, aligned chips) in torch fp32, onnxruntime fp32 and onnxruntime int8.
+"""Faces/s of the whole network (all tasks, aligned chips) in torch fp32 and bf16, onnxruntime fp32 and int8.
 
     python bench/bench_backends.py [--fp32 FILE] [--int8 FILE] [--threads 2] [--batches 8 32] [--repeats 7]
 
@@ -23,6 +23,7 @@ import onnxruntime
 import torch
 
 from qface.analyzer import load_model
+from qface.model.qface import precision_context
 from qface.onnx import OnnxModel, default_onnx_path, export_onnx, quantize_int8, training_chips
 
 CHIPS = Path("cache/chips")
@@ -67,10 +68,18 @@ def main() -> None:
         images = torch.from_numpy(training_chips(folders, max(args.batches), seed=1))
     else:
         images = torch.rand(max(args.batches), 3, model.input_size, model.input_size)
+    onnx_fp32, onnx_int8 = OnnxModel(model, fp32, args.threads), OnnxModel(model, int8, args.threads)
+    model.fold_for_inference()  # torch as FaceAnalyzer runs it (the ONNX files are keyed by the unfolded weights)
+
+    def torch_bf16(images: torch.Tensor):
+        with precision_context("bf16"):
+            return model(images)
+
     backends = {
         "torch fp32": model,
-        "onnxruntime fp32": OnnxModel(model, fp32, args.threads),
-        "onnxruntime int8": OnnxModel(model, int8, args.threads),
+        "torch bf16": torch_bf16,
+        "onnxruntime fp32": onnx_fp32,
+        "onnxruntime int8": onnx_int8,
     }
     load_before = os.getloadavg()
     rates: dict[str, dict[int, list[float]]] = {name: {b: [] for b in args.batches} for name in backends}

@@ -190,6 +190,9 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # Idle workers sleep instead of spinning: a spinning pool steals the core that the detector thread of a
+        # folder pipeline (or torch, in a benchmark) needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         made_from = self.session.get_modelmeta().custom_metadata_map.get(DIGEST_KEY)
         if made_from != weights_digest(model):
