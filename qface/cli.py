@@ -61,8 +61,14 @@ def analyze(args: argparse.Namespace) -> int:
         return 2
     inputs = find_inputs(args.paths or [SAMPLE_IMAGE], args.recursive)
 
+    import torch
+
     from qface.analyzer import FaceAnalyzer
 
+    # Several images run as a pipeline (detection on a worker thread beside the network): the network then gets
+    # one core fewer, since torch's threads stall whenever one of them waits for a busy core.
+    pipelined = len(inputs.images) > args.batch_size or inputs.videos
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - (1 if pipelined else 0)))
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
         args.weights,
@@ -420,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated images (and videos) here")
     run.add_argument("--attention", type=Path, metavar="DIR", help="write per-face attention maps here")
     run.add_argument("--batch-size", type=positive_int, default=16, help="images (or frames) per network batch")
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        help="network threads (default: all cores, one fewer when a folder or video runs as a pipeline)",
+    )
     run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
     run.add_argument("--tracks", type=Path, help="videos: one summary row per tracked person (.csv or .jsonl)")
     run.add_argument(
