@@ -17,7 +17,7 @@ What is measured (every timed section alternates the two sides, and the order fl
     before any timing) through `FaceAnalyzer(detector="none").analyze_arrays` at batch 1, 8, 32 — all tasks, only
     expression, and age + attributes (the nearest qface subset to age + gender) — against the stack's
     `analyze_aligned` loop (one face at a time; its batch is always 1);
-(b) one 640×480 JPEG with one face (the sample on a grey canvas), decode → detect → align → networks → results;
+(b) one 640×480 PNG with one face (the sample on a grey canvas), decode → detect → align → networks → results;
 (c) a folder of CelebA photos: `python -m qface.cli analyze FOLDER --out x.csv` against
     `python bench/specialist_stack.py FOLDER --out y.csv`, wall time with start-up, in child processes;
 (d) qface's stages, timed by calling the pipeline pieces directly (the torch modules, whatever --backend says);
@@ -140,9 +140,11 @@ def photo_640x480() -> np.ndarray:
     return np.asarray(canvas)
 
 
-def jpeg(image: np.ndarray) -> bytes:
+def png(image: np.ndarray) -> bytes:
+    """Lossless, so both detectors see the canvas itself: saved as a JPEG (quality 95) its artefacts give dlib's HOG a
+    third, false face besides the known one on the sleeve patch (bench/detectors.md)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=95)
+    Image.fromarray(image).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -231,7 +233,7 @@ def stage_ms(stack: SpecialistStack, items: int) -> dict[str, float]:
 
 
 def measure_photo(args, options: dict, stack: SpecialistStack, photo: bytes) -> dict:
-    """(b): one JPEG, decoded and analysed end to end; photos/s over `calls` calls per sample."""
+    """(b): one PNG, decoded and analysed end to end; photos/s over `calls` calls per sample."""
     analyzer = photo_analyzer(args, options)
     calls = 1 if args.quick else 3
     found = {"qface": len(analyzer.analyze(photo)), "stack": len(stack.analyze_photo(load_stack(photo)))}
@@ -357,7 +359,7 @@ def measure_stages(args, options: dict, photo: bytes, chips: list[np.ndarray], s
                 lambda: analyzer._analyze_detected([found]), repeats
             ),
             "writing (CSV)": median_seconds(write, repeats),
-            "whole analyze(jpeg)": median_seconds(lambda: analyzer.analyze(photo), repeats),
+            "whole analyze(png)": median_seconds(lambda: analyzer.analyze(photo), repeats),
         }
         network = {}
         for batch in args.batches:
@@ -434,7 +436,7 @@ def table(result: dict) -> str:
                 row(f"aligned, {subset} tasks, {name}", "faces/s", rates[name], rates["stack"])
     photo = result["photo"]
     row(
-        "640×480 JPEG, 1 face, end to end",
+        "640×480 PNG, 1 face, end to end",
         "photos/s",
         photo["photos_per_s"]["qface"],
         photo["photos_per_s"]["stack"],
@@ -518,7 +520,7 @@ def main() -> None:
     started = time.time()
 
     chips = aligned_chips(args.faces)  # outside every timed region
-    photo = jpeg(photo_640x480())
+    photo = png(photo_640x480())
     stack = SpecialistStack()
     result = {
         "machine": machine(args.threads),
