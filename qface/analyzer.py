@@ -41,13 +41,28 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> QFace:
     return QFace(QFaceConfig()).to(device).eval()
 
 
-def network(model: QFace, backend: str, onnx: str | Path | None = None, attention: bool = False):
-    """What runs `model`'s forward pass: the model itself ("torch"), or onnxruntime on its ONNX export ("onnx",
-    `onnx`: the file; None: qface.onnx's cache), which has no attention maps."""
+BACKENDS = ("torch", "onnx", "onnx-int8")
+INT8_FILE = "model-int8.onnx"  # a weights folder's int8 export (`qface export onnx FOLDER/model-int8.onnx --int8`)
+
+
+def network(
+    model: QFace,
+    backend: str,
+    onnx: str | Path | None = None,
+    attention: bool = False,
+    weights: str | Path | None = None,
+):
+    """What runs `model`'s forward pass: the model itself ("torch"), or onnxruntime on an ONNX export of it, which
+    has no attention maps: "onnx" (`onnx`: the file; None: an fp32 export in qface.onnx's cache) or "onnx-int8"
+    (`onnx`: the file; None: the weights folder's model-int8.onnx, which the bundled default ships)."""
     if backend == "torch":
         return model
-    if backend != "onnx":
-        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "onnx-int8" and onnx is None:
+        onnx = Path(weights or DEFAULT_WEIGHTS) / INT8_FILE
+        if not onnx.is_file():
+            raise FileNotFoundError(f"{onnx}: no int8 export here; make one with `qface export onnx {onnx} --int8`")
     if attention:
         raise ValueError("attention maps are not in the ONNX graph: use backend='torch' for them")
     if next(model.parameters()).device.type != "cpu":
@@ -122,7 +137,7 @@ class FaceAnalyzer:
         if backend != "torch" and precision != "fp32":
             raise ValueError(f"precision {precision!r} is for the torch backend (an int8 ONNX file is int8 itself)")
         model = load_model(weights, device)
-        self.network = network(model, backend, onnx, attention)  # an ONNX file is keyed by the unfolded weights
+        self.network = network(model, backend, onnx, attention, weights)  # ONNX files: keyed by unfolded weights
         self.model = model.fold_for_inference()
         self.tasks = self.model.task_names(tasks)
         self.detector = get_detector(detector, **detector_options)
@@ -171,17 +186,6 @@ class FaceAnalyzer:
         Whatever goes wrong with one file (undecodable, too many pixels, or a detector/alignment error) comes back
         as its exception in place of the faces, and the other files go on."""
         return self._analyze_found(self._find_faces(paths, bgr))
-
-    def analyze_file_groups(
-        self, groups: Iterable[list[ImageInput]], bgr: bool = False
-    ) -> Iterator[list[tuple[np.ndarray | None, list[Face] | Exception]]]:
-        """`analyze_files` over consecutive groups, as a pipeline: a worker thread decodes and detects the next
-        group while the network runs on this one (both release the GIL), so a folder costs about the slower of
-        the two stages instead of their sum."""
-        from qface.pipeline.video import prefetched
-
-        for found in prefetched((self._find_faces(group, bgr) for group in groups), 1):
-            yield self._analyze_found(found)
 
     def _find_faces(self, paths: list[ImageInput], bgr: bool) -> list[tuple[np.ndarray, list] | Exception]:
         """Decode and detect each file: (image, its detected and aligned faces), or the file's exception."""

@@ -28,10 +28,10 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    if args.backend == "onnx" and (args.attention or args.engine == "ray" or args.precision != "fp32"):
+    if args.backend != "torch" and (args.attention or args.engine == "ray" or args.precision != "fp32"):
         print(
-            "error: --backend onnx has no attention maps, no --precision (an int8 file is int8 itself) and runs with "
-            "--engine local only",
+            f"error: --backend {args.backend} has no attention maps, no --precision (an int8 file is int8 itself) "
+            "and runs with --engine local only",
             file=sys.stderr,
         )
         return 2
@@ -65,10 +65,8 @@ def analyze(args: argparse.Namespace) -> int:
 
     from qface.analyzer import FaceAnalyzer
 
-    # Several images run as a pipeline (detection on a worker thread beside the network): the network then gets
-    # one core fewer, since torch's threads stall whenever one of them waits for a busy core.
-    pipelined = len(inputs.images) > args.batch_size or inputs.videos
-    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - (1 if pipelined else 0)))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     options = {"model": str(args.detector_model)} if args.detector_model else {}
     analyzer = FaceAnalyzer(
         args.weights,
@@ -102,9 +100,9 @@ def analyze(args: argparse.Namespace) -> int:
                 failed += _report(writer, path, error)
                 done += 1
                 bar.update(1)
-            groups = [inputs.images[i : i + args.batch_size] for i in range(0, len(inputs.images), args.batch_size)]
-            for group, results in zip(groups, analyzer.analyze_file_groups(groups)):
-                failed += _analyze_images(group, results, writer, args)
+            for start in range(0, len(inputs.images), args.batch_size):
+                group = inputs.images[start : start + args.batch_size]
+                failed += _analyze_images(group, analyzer.analyze_files(group), writer, args)
                 done += len(group)
                 bar.update(len(group))
             for video in inputs.videos:
@@ -290,14 +288,14 @@ def evaluate(args: argparse.Namespace) -> int:
         )
         return 2
     model = load_model(args.weights)
-    network = analyzer_network(model, "onnx", args.onnx) if args.backend == "onnx" else None
+    onnx = None if args.backend == "torch" else analyzer_network(model, args.backend, args.onnx, weights=args.weights)
     model.fold_for_inference()  # scored exactly as `qface analyze` runs it
-    config.features = config.features and not args.no_cache and network is None  # onnx runs on the chips
+    config.features = config.features and not args.no_cache and onnx is None  # onnx runs on the chips
     results, biases, confusions = {}, {}, {}
     for name, source in config.sources(args.split, config.backbone_spec(model.backbone), model.config.grid).items():
         if not len(source):
             continue
-        predictions = predict_source(model, source, network=network, precision=args.precision)
+        predictions = predict_source(model, source, network=onnx, precision=args.precision)
         results[name] = score_source(source, predictions)
         biases[name] = bias_table(source, predictions)
         if "ferplus_majority" in source.arrays:  # rows: FER+ majority label, columns: argmax over all outputs
@@ -305,7 +303,7 @@ def evaluate(args: argparse.Namespace) -> int:
             predicted = predictions["expression"][voted].argmax(1)
             confusions[name] = confusion(predicted, source.arrays["ferplus_majority"][voted]).tolist()
     report = {"model": model.model_id, "split": args.split, "backend": args.backend, "results": results}
-    report |= {"onnx": str(network.path)} if network else {}
+    report |= {"onnx": str(onnx.path)} if onnx else {}
     report["bias"] = biases
     report["ferplus_confusion"] = confusions
     print(f"# {model.model_id} on the {args.split} splits\n\n{markdown_table(results)}")
@@ -375,13 +373,17 @@ def serve(args: argparse.Namespace) -> int:
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="onnx: run the network in onnxruntime"
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="onnx: the network in onnxruntime; onnx-int8: its int8 export (the fastest, bench/performance.md)",
     )
     parser.add_argument(
         "--onnx",
         type=Path,
         metavar="FILE",
-        help="with --backend onnx: the file from `qface export onnx` (default: an export cached per weights digest)",
+        help="the file from `qface export onnx` (default: onnx, an export cached per weights digest; onnx-int8, "
+        "the weights folder's model-int8.onnx, which the bundled model ships)",
     )
     parser.add_argument(
         "--precision",
@@ -429,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--threads",
         type=positive_int,
-        help="network threads (default: all cores, one fewer when a folder or video runs as a pipeline)",
+        help="network threads (default: torch's, one per core; bench/performance.md compares them)",
     )
     run.add_argument("--stride", type=positive_int, default=1, help="analyze every K-th video frame")
     run.add_argument("--tracks", type=Path, help="videos: one summary row per tracked person (.csv or .jsonl)")

@@ -162,3 +162,18 @@ def test_int8_quantization_stays_close_to_fp32(model, exported, chips, tmp_path)
     assert (int8["expression"]["probs"] - fp32["expression"]["probs"]).abs().max() < 0.1
     assert (int8["age"]["years"] - fp32["age"]["years"]).abs().max() < 3
     assert (int8["identity"]["embedding"] - fp32["identity"]["embedding"]).norm(dim=1).max() < 0.1
+
+
+def test_the_bundled_int8_export_belongs_to_the_bundled_weights_and_reads_the_sample_face_alike():
+    exact = max(FaceAnalyzer(detector="dlib-hog").analyze(SAMPLE_IMAGE), key=lambda face: face.score)
+    fast = FaceAnalyzer(detector="dlib-hog", backend="onnx-int8")  # refused if the file came from other weights
+    face = max(fast.analyze(SAMPLE_IMAGE), key=lambda face: face.score)
+    assert face.box == exact.box and face.top_expression == exact.top_expression
+    assert face.age == pytest.approx(exact.age, abs=1.5)
+    assert np.dot(face.embedding, exact.embedding) > 0.99
+
+
+def test_onnx_int8_without_a_file_says_how_to_make_one(tmp_path, model):
+    model.save(tmp_path / "mine", pretrained_backbone=True)
+    with pytest.raises(FileNotFoundError, match="qface export onnx .*model-int8.onnx --int8"):
+        FaceAnalyzer(tmp_path / "mine", detector="none", backend="onnx-int8")
