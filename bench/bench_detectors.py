@@ -3,6 +3,7 @@
     python bench/bench_detectors.py [--n 300] [--cnn-n 300] [--yunet PATH] [--out bench/detectors.md]
     python bench/bench_detectors.py --fit-template [--n 300]     # re-measure detect.FIVE_POINT_TEMPLATE
     python bench/bench_detectors.py --fit-box [--n 300]          # re-measure LibFaceDetectionDetector.HOG_BOX
+    python bench/bench_detectors.py --only libfacedetection      # its rows and dlib-hog's default
 
 Needs ../shared (CelebA img_align_celeba, UTKFace, models/yunet_s_640_640.onnx) beside the repository.
 
@@ -265,6 +266,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--fit-template", action="store_true")
     parser.add_argument("--fit-box", action="store_true")
+    parser.add_argument("--only", help="only this detector's rows (and dlib-hog's default, the reference)")
     args = parser.parse_args()
     if args.fit_template:
         fit_template(args.n, args.yunet)
@@ -279,7 +281,11 @@ def main() -> None:
         ("dlib-cnn", {"upsample": 1}, "upsample 1"),
         ("yunet", {"model": args.yunet}, "score ≥ 0.6 (default)"),
         ("libfacedetection", {}, "score ≥ 0.6 (default)"),
+        ("libfacedetection", {"max_side": 480}, "detected at ≤ 480 px"),
+        ("libfacedetection", {"max_side": 320}, "detected at ≤ 320 px"),
     ]
+    if args.only:  # dlib-hog stays: the alignment table measures every detector against its chips
+        configs = [c for c in configs if c[0] in ("dlib-hog", args.only) and (c[0] == args.only or not c[1])]
     load_before = os.getloadavg()[0]
     group_img, group_rects = group_photo(sample(CELEBA, 12, skip=args.n))
     tiny_img, tiny_rects = tiny_faces(sample(CELEBA, 24, skip=args.n + 12))
