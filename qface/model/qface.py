@@ -70,6 +70,12 @@ class QFaceOutput:
     query_slices: dict[str, slice]  # task → its rows in the attention maps
     embedding: torch.Tensor | None  # the backbone's own descriptor (identity)
 
+    def rows(self, part: slice) -> QFaceOutput:
+        """The same output for some of the batch's faces."""
+        embedding = self.embedding[part] if self.embedding is not None else None
+        raw = {name: values[part] for name, values in self.raw.items()}
+        return QFaceOutput(raw, [layer[part] for layer in self.attention], self.query_slices, embedding)
+
     def decoded(self, identity: bool = True) -> dict[str, dict[str, torch.Tensor]]:
         """Every task's read-out (probabilities, years, degrees, crop-normalised points; the identity embedding
         when asked for and the backbone has one)."""
