@@ -127,12 +127,12 @@ class FaceAnalyzer:
     ):
         """`attention=True` keeps each face's decoder cross-attention maps (Face.attention) for visualisation.
         `mirror=True` (the default) averages every answer with the mirrored face's: one more network pass per face
-        (+13 % end to end on photos, detection dominates) for 2.6× steadier ages and expressions between a face and
-        its mirror image (weights/MODEL_CARD.md). The identity embedding stays the plain face's (its threshold was
-        calibrated on plain faces). `precision="bf16"` runs the network in bfloat16 (faster; bench/ lists what it
-        changes on the validation sets). `backend="onnx"` runs the network in onnxruntime from the ONNX file `onnx`
-        (exported from these weights, int8 or not; without one, an export cached per weights digest, qface.onnx):
-        the same answers within 1e-4, no attention maps."""
+        (+19 % end to end on a 640×480 photo) for 2.6× steadier ages and expressions between a face and its mirror
+        image (weights/MODEL_CARD.md); the identity embedding stays the plain face's (its threshold was calibrated
+        on plain faces). The network's arithmetic: `precision="bf16"` (torch autocast), or `backend="onnx"` (an ONNX
+        export in onnxruntime, `onnx`: its file, else one cached per weights digest; answers within 1e-4) or
+        `backend="onnx-int8"` (`onnx`, else the weights folder's model-int8.onnx): faster, no attention maps.
+        Speed and accuracy of each: bench/performance.md."""
         check_positive("batch_size", batch_size)
         precision_context(precision)  # an unknown precision fails here, not at the first face
         if backend != "torch" and precision != "fp32":
