@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from common import cpu_name
 
 from qface.analyzer import load_model
 from qface.model.qface import precision_context
@@ -37,13 +37,6 @@ def faces_per_second(run, images: torch.Tensor, seconds: float) -> float:
         run(images)
         calls += 1
     return calls * len(images) / (time.perf_counter() - start)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

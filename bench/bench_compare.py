@@ -47,6 +47,7 @@ import numpy as np
 import onnxruntime
 import torch
 from bench_model import count_macs
+from common import interleaved, photo_640x480, rate
 from peak_rss import MARKER as PEAK_RSS_MARKER
 from PIL import Image
 from specialist_stack import TASKS as STACK_TASKS
@@ -68,30 +69,6 @@ QFACE_SUBSETS = {"all": None, "expression": ["expression"], "age+gender": ["age"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Timing
-
-
-def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Each run returns one sample (a rate); all runs once untimed, then `repeats` rounds, the order reversed every
-    other round so that neither side always follows the other."""
-    for run in runs.values():
-        run()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for round_ in range(repeats):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            samples[name].append(runs[name]())
-    return samples
-
-
-def rate(work: Callable[[], int]) -> Callable[[], float]:
-    """A run that does `work` (which returns how many items it did) and gives items per second."""
-
-    def run() -> float:
-        start = time.perf_counter()
-        items = work()
-        return items / (time.perf_counter() - start)
-
-    return run
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -131,13 +108,6 @@ def machine(threads: int) -> dict:
         "qface_torch_threads": threads,
         "stack_threads": 1,
     }
-
-
-def photo_640x480() -> np.ndarray:
-    """The bundled portrait (512 px) resized to 480 px on a grey 640×480 canvas: one face, a webcam-size frame."""
-    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
-    canvas.paste(Image.open(SAMPLE_IMAGE).convert("RGB").resize((480, 480)), (80, 0))
-    return np.asarray(canvas)
 
 
 def png(image: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ Sets (fixed seeds, so the numbers reproduce):
   when a detection's centre falls in the central 60 % of its tile; detections on no tile are false positives.
 - tiny: 24 CelebA images shrunk so the face (about half the image width) is 24 to 40 px wide, on a 960 × 720
   canvas; scored as group.
-- photo: the astronaut resized to 480 px on a grey 640 × 480 canvas (bench/bench_analyze.py's one-face photo);
+- photo: the astronaut resized to 480 px on a grey 640 × 480 canvas (bench/common.py's one-face photo);
   median of 20 calls (3 for dlib-cnn).
 Time = wall clock of `detector(image)` (detection + landmarks + mapping), median over the images after one warm-up,
 image decoding excluded. "order ok": fraction of found faces with left-eye x < right-eye x, left mouth x < right
@@ -41,6 +41,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import cpu_name, photo_640x480  # noqa: E402
 
 from qface.pipeline.align import align  # noqa: E402
 from qface.pipeline.detect import (  # noqa: E402
@@ -110,16 +112,6 @@ def match(detections, rects: list[tuple[int, int, int, int]], inner: float = 0.6
         else:
             false += 1
     return len(hit), false
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(detector, image: np.ndarray):
@@ -290,9 +282,7 @@ def main() -> None:
     group_img, group_rects = group_photo(sample(CELEBA, 12, skip=args.n))
     tiny_img, tiny_rects = tiny_faces(sample(CELEBA, 24, skip=args.n + 12))
     astronaut = load_image(ASTRONAUT)
-    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
-    canvas.paste(Image.fromarray(astronaut).resize((480, 480)), (80, 0))
-    photo = np.asarray(canvas)
+    photo = photo_640x480()
     sets = {"celeba": sample(CELEBA, args.n), "utkface": sample(UTKFACE, args.n)}
     rows, bests = [], {}
     for name, options, note in configs:

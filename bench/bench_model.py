@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import interleaved, rate
 
 from qface.analyzer import load_model
 from qface.model.qface import QFace, precision_context
@@ -59,20 +60,6 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def interleaved(runs: dict[str, Callable[[], None]], rounds: int, batch: int) -> dict[str, list[float]]:
-    """faces/s samples per run, the run order flipping every round so that no variant always follows another."""
-    for run in runs.values():
-        run()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    order = list(runs)
-    for round_ in range(rounds):
-        for name in order if round_ % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            runs[name]()
-            samples[name].append(batch / (time.perf_counter() - start))
-    return samples
 
 
 def variants(plain: QFace, folded: QFace, images: torch.Tensor) -> dict[str, Callable[[], None]]:
@@ -115,7 +102,10 @@ def main() -> None:
         peaks = {str(dtype): matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16)}
         for batch in args.batches:
             images = torch.rand(batch, 3, plain.input_size, plain.input_size)
-            samples = interleaved(variants(plain, folded, images), args.repeats, batch)
+            runs = {
+                name: rate(lambda r=run, b=batch: r() or b) for name, run in variants(plain, folded, images).items()
+            }
+            samples = interleaved(runs, args.repeats)
             for name, rates in samples.items():
                 results.append(
                     {"threads": threads, "batch": batch, "variant": name, "faces_per_s": statistics.median(rates)}

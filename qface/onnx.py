@@ -88,11 +88,12 @@ def export_onnx(model: QFace, path: str | Path) -> Path:
     return path
 
 
-def default_onnx_path(model: QFace) -> Path:
+def default_onnx_path(model: QFace, digest: str | None = None) -> Path:
     """Where an export is cached when no path is given: `$XDG_CACHE_HOME/qface/onnx` (default ~/.cache), named by
-    the model and its weights' digest, so other weights never reuse it and the same weights always find it."""
+    the model and its weights' digest (`digest`, when the caller has it), so other weights never reuse it and the
+    same weights always find it."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qface" / "onnx"
-    return root / f"{model.model_id.replace('@', '-')}-{weights_digest(model)[:16]}.onnx"
+    return root / f"{model.model_id.replace('@', '-')}-{(digest or weights_digest(model))[:16]}.onnx"
 
 
 def training_chips(folders: list[str | Path], count: int, seed: int = 0) -> np.ndarray:
@@ -179,8 +180,9 @@ class OnnxModel:
 
     def __init__(self, model: QFace, path: str | Path | None = None, threads: int | None = None):
         ort = require("onnxruntime", "onnx", "the onnx backend")
+        digest = weights_digest(model)  # hashes every tensor: once
         if path is None:
-            path = default_onnx_path(model)
+            path = default_onnx_path(model, digest)
             if not path.is_file():
                 export_onnx(model, path)
         self.path, self.model = Path(path), model
@@ -190,12 +192,12 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        # Idle workers sleep instead of spinning: a spinning pool steals the core that the detector thread of a
-        # folder pipeline (or torch, in a benchmark) needs.
+        # Idle workers sleep instead of spinning: a spinning pool steals the core that a video's detection thread
+        # (or torch, in a benchmark) needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         made_from = self.session.get_modelmeta().custom_metadata_map.get(DIGEST_KEY)
-        if made_from != weights_digest(model):
+        if made_from != digest:
             raise ValueError(f"{self.path} was exported from other weights than {model.model_id}'s: export it again")
         self.outputs = [output.name for output in self.session.get_outputs()]
 
